@@ -1,0 +1,53 @@
+"""Dispatch of launch.py's modes to a method package, with user-facing error handling.
+
+A method package exposes `train_and_evaluate(config, workdir)`, `evaluate(config,
+workdir)`, `predict(config, workdir, input_dir)` and `describe(config)`. Errors a user can
+fix (a bad setting, a missing dataset, divergence, preemption) end with one clear message
+and a non-zero exit code rather than a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from types import ModuleType
+
+from anomaly_core.checkpointing import CheckpointError, check_workdir_writable
+from anomaly_core.train_loop import Preempted, TrainingDiverged
+
+log = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
+
+
+def _print_summary(results: dict) -> None:
+    keys = ("image_auroc", "pixel_auroc", "pixel_auprc", "aupro")
+    flat = {k: results[k] for k in keys if isinstance(results.get(k), (int, float))}
+    print("metrics (test split): " + json.dumps(flat))
+
+
+def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None) -> int:
+    try:
+        if mode == "summary":
+            print(module.describe(config))
+            return 0
+        check_workdir_writable(workdir)
+        if mode == "train":
+            _print_summary(module.train_and_evaluate(config, workdir))
+        elif mode == "eval":
+            _print_summary(module.evaluate(config, workdir))
+        elif mode == "predict":
+            print(f"predictions written to {module.predict(config, workdir, input_dir)}")
+        return 0
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR

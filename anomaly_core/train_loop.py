@@ -1,0 +1,221 @@
+"""The training loop both methods share: stages of jitted steps, resume, checks, logging.
+
+A method describes training as a list of `Stage`s (f-UNetGAN: adversarial, then encoder;
+GON: one stage). Steps are numbered globally; the stage of a step follows from the stage
+lengths, so a checkpoint needs only its step number. Every step's randomness is
+`fold_in(key(seed), step)`, and the data iterator's state is saved with the train state,
+so a resumed run computes exactly what an uninterrupted run computes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from clu import metric_writers, periodic_actions
+
+from anomaly_core import parallel
+from anomaly_core.checkpointing import Checkpointer, abstract_like
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[Any, Mapping[str, jax.Array], jax.Array], tuple[Any, Mapping[str, jax.Array]]]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or parameter became NaN/inf; the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was written at the step named in the message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """`num_steps` calls of `step_fn(state, batch, rng) -> (state, scalar metrics)`.
+
+    With `batches_per_step = k > 1` each call receives k consecutive batches stacked on a
+    new leading axis, (k, B, ...), so k updates can run inside one jitted call.
+    """
+
+    name: str
+    num_steps: int
+    step_fn: StepFn
+    batches_per_step: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    # Metric (from `validation_fn`) that selects the best checkpoint; None = latest only.
+    best_metric: str | None = None
+
+
+def make_writer(workdir: str) -> metric_writers.MetricWriter:
+    """TensorBoard + log writer; processes other than 0 only log."""
+    return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+
+
+def stage_of(stages: list[Stage], step: int) -> Stage:
+    end = 0
+    for s in stages:
+        end += s.num_steps
+        if step < end:
+            return s
+    raise IndexError(step)
+
+
+class _SigtermFlag:
+    """Turns SIGTERM (the preemption signal) into a flag the loop polls between steps."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self) -> "_SigtermFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _next_batch(train_iter, k: int, mesh) -> dict[str, jax.Array]:
+    if k == 1:
+        return parallel.global_batch(next(train_iter), mesh)
+    local = [next(train_iter) for _ in range(k)]
+    stacked = {key: np.stack([b[key] for b in local]) for key in local[0]}
+    return parallel.global_batch(stacked, mesh, stacked=True)
+
+
+def train(
+    *,
+    state: Any,
+    stages: list[Stage],
+    train_iter: Iterator[Mapping[str, np.ndarray]],
+    mesh: jax.sharding.Mesh,
+    checkpointer: Checkpointer,
+    writer: metric_writers.MetricWriter,
+    loop: LoopConfig,
+    validation_fn: Callable[[Any], Mapping[str, float]] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> tuple[Any, int]:
+    """Runs (or resumes) all stages. Returns (final state, number of steps run now).
+
+    `state` is the freshly initialised (replicated) state; when `checkpointer` holds a
+    checkpoint, training resumes from it instead. `train_iter` yields process-local
+    batches and has `get_state()`/`set_state()`.
+    """
+    total = sum(s.num_steps for s in stages)
+    start = 0
+    restored = checkpointer.restore(abstract_like(state))
+    if restored is not None:
+        start, state, data_state, saved_meta = restored
+        if data_state:
+            train_iter.set_state(data_state)
+        log.info("resumed from checkpoint step %d of %d (%s)", start, total, saved_meta.get("stage", "?"))
+    if start >= total:
+        return state, 0
+
+    rep = parallel.replicated(mesh)
+    base_key = jax.random.key(loop.seed)
+
+    def wrap(stage: Stage):
+        def step(state, batch, step_index):
+            return stage.step_fn(state, batch, jax.random.fold_in(base_key, step_index))
+
+        shard = parallel.batch_sharded(mesh, stacked=stage.batches_per_step > 1)
+        return jax.jit(step, in_shardings=(rep, shard, None), out_shardings=(rep, rep), donate_argnums=0)
+
+    jitted = {s.name: wrap(s) for s in stages}
+    all_finite = jax.jit(_all_finite)
+    report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=loop.log_every)
+
+    pending: list[tuple[int, Mapping[str, jax.Array]]] = []
+    last_checked = start
+
+    def flush(step: int) -> None:
+        """Fetches the metrics gathered since the last flush (one transfer), checks, writes."""
+        nonlocal pending, last_checked
+        if not pending:
+            return
+        host = jax.device_get([m for _, m in pending])
+        by_key: dict[str, list[float]] = {}
+        for m in host:
+            for k, v in m.items():
+                by_key.setdefault(k, []).append(float(v))
+        bad = sorted(k for k, vs in by_key.items() if not all(math.isfinite(v) for v in vs))
+        if bad:
+            first_bad = next(
+                s for (s, _), m in zip(pending, host) if any(not math.isfinite(float(m[k])) for k in bad if k in m)
+            )
+            raise TrainingDiverged(
+                f"training diverged: {', '.join(bad)} became non-finite at step {first_bad + 1} "
+                f"(checked steps {last_checked + 1}-{step}, stage '{stage_of(stages, first_bad).name}'). "
+                f"The last good checkpoint (step {checkpointer.latest_step()}) in {checkpointer.directory} "
+                "is kept; lower the learning rate or check the data."
+            )
+        writer.write_scalars(step, {k: float(np.mean(v)) for k, v in by_key.items()})
+        pending, last_checked = [], step
+
+    steps_run = 0
+    with _SigtermFlag() as sigterm:
+        for step in range(start, total):
+            stage = stage_of(stages, step)
+            batch = _next_batch(train_iter, stage.batches_per_step, mesh)
+            state, metrics = jitted[stage.name](state, batch, np.int32(step))
+            pending.append((step, metrics))
+            steps_run += 1
+            done = step + 1
+            report(done)
+            stage_end = done == sum(s.num_steps for s in stages[: stages.index(stage) + 1])
+            save_now = done % loop.checkpoint_every == 0 or stage_end or sigterm.raised
+            if done % loop.log_every == 0 or save_now:
+                flush(done)
+            if save_now:
+                if not bool(all_finite(state)):
+                    raise TrainingDiverged(
+                        f"parameters became non-finite by step {done} (stage '{stage.name}'); the last good "
+                        f"checkpoint (step {checkpointer.latest_step()}) in {checkpointer.directory} is kept."
+                    )
+                val = dict(validation_fn(state)) if (validation_fn and loop.best_metric) else None
+                if val:
+                    writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
+                checkpointer.save(
+                    done,
+                    state,
+                    data_state=train_iter.get_state(),
+                    meta={**(meta or {}), "stage": stage.name, "step": done, "total_steps": total,
+                          "time": time.time()},
+                    metrics=val,
+                    force=True,
+                )
+            if sigterm.raised:
+                checkpointer.wait()
+                writer.flush()
+                raise Preempted(
+                    f"SIGTERM received: checkpoint written at step {done} in {checkpointer.directory}; "
+                    "rerun the same command to resume."
+                )
+    checkpointer.wait()
+    writer.flush()
+    return state, steps_run

@@ -1,0 +1,160 @@
+"""The shared training loop: resume equals a straight run, divergence, checkpoints, SIGTERM."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from clu import metric_writers
+
+from anomaly_core import parallel
+from anomaly_core.checkpointing import Checkpointer, CheckpointError, check_workdir_writable
+from anomaly_core.train_loop import LoopConfig, Stage, TrainingDiverged, train
+
+
+class CountingIterator:
+    """A deterministic data iterator with Grain's get_state/set_state protocol."""
+
+    def __init__(self, batch: int = 4, dim: int = 3, poison_at: int | None = None):
+        self.pos, self.batch, self.dim, self.poison_at = 0, batch, dim, poison_at
+
+    def __next__(self):
+        rng = np.random.default_rng(self.pos)
+        x = rng.normal(size=(self.batch, self.dim)).astype(np.float32)
+        if self.poison_at is not None and self.pos == self.poison_at:
+            x[0, 0] = np.nan
+        self.pos += 1
+        return {"x": x, "y": x.sum(-1, keepdims=True) * 2.0 + 1.0}
+
+    def get_state(self):
+        return {"pos": self.pos}
+
+    def set_state(self, s):
+        self.pos = int(s["pos"])
+
+
+TX = optax.adam(0.05)
+
+
+def init_state():
+    params = {"w": jnp.zeros((3, 1)), "b": jnp.zeros((1,))}
+    return {"params": params, "opt": TX.init(params)}
+
+
+def fit_step(state, batch, rng):
+    noise = 1e-3 * jax.random.normal(rng, batch["y"].shape)
+
+    def loss_fn(p):
+        return jnp.mean((batch["x"] @ p["w"] + p["b"] - batch["y"] - noise) ** 2)
+
+    loss, g = jax.value_and_grad(loss_fn)(state["params"])
+    upd, opt = TX.update(g, state["opt"], state["params"])
+    return {"params": optax.apply_updates(state["params"], upd), "opt": opt}, {"loss": loss}
+
+
+def stacked_step(state, batches, rng):
+    """Two updates per call on a (2, B, ...) stack, like the fused GAN step."""
+    for i in range(2):
+        state, m = fit_step(state, jax.tree.map(lambda a: a[i], batches), jax.random.fold_in(rng, i))
+    return state, m
+
+
+def run(workdir, steps, *, poison_at=None, checkpoint_every=4, stages=None):
+    mesh = parallel.make_mesh()
+    it = CountingIterator(poison_at=poison_at)
+    ckpt = Checkpointer(workdir, keep=2)
+    stages = stages or [Stage("a", steps, fit_step)]
+    try:
+        state, ran = train(
+            state=parallel.replicate(init_state(), mesh),
+            stages=stages,
+            train_iter=it,
+            mesh=mesh,
+            checkpointer=ckpt,
+            writer=metric_writers.LoggingWriter(),
+            loop=LoopConfig(seed=3, log_every=2, checkpoint_every=checkpoint_every),
+        )
+    finally:
+        ckpt.close()
+    return parallel.fetch(state), ran, it.pos
+
+
+def test_resume_equals_straight_run(tmp_path):
+    straight, ran, _ = run(str(tmp_path / "a"), 12)
+    assert ran == 12
+    # Interrupted after 8 steps (a checkpoint at 8), then the same command again.
+    run(str(tmp_path / "b"), 8)
+    resumed, ran2, _ = run(str(tmp_path / "b"), 12)
+    assert ran2 == 4
+    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(x, y)
+    # The model actually moved towards the target y = 2 sum(x) + 1.
+    b = next(CountingIterator(batch=256))
+    loss = lambda p: float(np.mean((b["x"] @ p["w"] + p["b"] - b["y"]) ** 2))
+    assert loss(straight["params"]) < 0.7 * loss(init_state()["params"])
+
+
+def test_rerun_after_completion_does_nothing(tmp_path):
+    run(str(tmp_path), 4)
+    _, ran, pos = run(str(tmp_path), 4)
+    assert ran == 0 and pos == 4  # data iterator state restored, no step taken
+
+
+def test_stages_and_stacked_batches(tmp_path):
+    stages = [Stage("one", 3, fit_step), Stage("two", 2, stacked_step, batches_per_step=2)]
+    state, ran, pos = run(str(tmp_path), 0, stages=stages)
+    assert ran == 5 and pos == 3 + 2 * 2
+    ckpt = Checkpointer(str(tmp_path))
+    assert ckpt.latest_step() == 5
+    ckpt.close()
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"loss became non-finite at step 7"):
+        run(str(tmp_path), 12, poison_at=6)
+    ckpt = Checkpointer(str(tmp_path))
+    assert ckpt.latest_step() == 4
+    restored = ckpt.restore(jax.eval_shape(init_state))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored[1]))
+    ckpt.close()
+
+
+def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
+    run(str(tmp_path), 8)
+    ckpt_dir = tmp_path / "checkpoints" / "8" / "state"
+    for root, _, files in os.walk(ckpt_dir):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    ckpt = Checkpointer(str(tmp_path))
+    step, *_ = ckpt.restore(jax.eval_shape(init_state))
+    assert step == 4
+    assert "step 8" in caplog.text and "unreadable" in caplog.text
+    ckpt.close()
+
+
+def test_all_checkpoints_unreadable_is_a_clear_error(tmp_path):
+    run(str(tmp_path), 4)
+    shutil.rmtree(tmp_path / "checkpoints" / "4" / "state")
+    ckpt = Checkpointer(str(tmp_path))
+    with pytest.raises(CheckpointError, match="no checkpoint could be restored"):
+        ckpt.restore(jax.eval_shape(init_state))
+    ckpt.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_readonly_workdir_fails_fast(tmp_path):
+    os.chmod(tmp_path, 0o500)
+    with pytest.raises(CheckpointError, match="not writable"):
+        check_workdir_writable(str(tmp_path / "run"))
+
+
+def test_unwritable_workdir_fails_fast(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="not writable"):
+        check_workdir_writable(str(blocker / "run"))
