@@ -1,0 +1,109 @@
+"""f-UNetGAN anomaly maps and image scores (REFERENCE.md 1.7).
+
+The reference's map, |xr - x| + mean(|f_dec(xr) - f_dec(x)|), adds ONE scalar averaged
+over the whole batch and all pixels and channels to every pixel: the feature term then
+neither localises nor separates images. We use the per-pixel, per-image feature distance
+(the pixel features are at image resolution), averaged over channels.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funetgan_jax.layers import check_choice
+from funetgan_jax.losses import features_of
+
+Array = jax.Array
+
+IMAGE_SCORES = ("fanogan", "max_map")
+GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default
+
+
+def gaussian_kernel(sigma: float, truncate: float = GAUSSIAN_TRUNCATE) -> np.ndarray:
+    """Normalised 1-D Gaussian taps (2r + 1,), r = int(truncate * sigma + 0.5).
+
+    That radius rule is scipy.ndimage's (round, not ceil), so results match
+    `gaussian_filter(..., truncate=4.0)`.
+    """
+    if sigma <= 0:
+        raise ValueError(f"smoothing_sigma must be > 0 for a kernel, got {sigma}")
+    radius = int(truncate * float(sigma) + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    taps = np.exp(-0.5 * (offsets / float(sigma)) ** 2)
+    return taps / taps.sum()
+
+
+def _smooth_axis(maps: Array, taps: np.ndarray, axis: int) -> Array:
+    radius = (len(taps) - 1) // 2
+    n = maps.shape[axis]
+    widths = [(0, 0)] * maps.ndim
+    widths[axis] = (radius, radius)
+    # numpy's 'symmetric' pad (edge sample repeated: d c b a | a b c d | d c b a) is
+    # scipy.ndimage's 'reflect' mode, including pads wider than the image.
+    padded = jnp.pad(maps, widths, mode="symmetric")
+    # A sum of shifted copies, not lax.conv: accelerator convolutions may run float32 at
+    # reduced (TF32/bf16) precision by default.
+    out = jnp.zeros_like(maps)
+    for k, tap in enumerate(taps):
+        out = out + jnp.asarray(tap, maps.dtype) * jax.lax.slice_in_dim(padded, k, k + n, axis=axis)
+    return out
+
+
+def gaussian_smooth(maps: Array, sigma: float) -> Array:
+    """Separable Gaussian blur of maps (B, H, W) over H and W; sigma in pixels, 0 = off.
+
+    Truncated at 4 sigma (radius int(4 sigma + 0.5)), reflect ('symmetric') borders; equals
+    scipy.ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma), mode='reflect', truncate=4).
+    sigma is a static Python number.
+    """
+    if sigma < 0:
+        raise ValueError(f"smoothing_sigma must be >= 0 (0 = off), got {sigma}")
+    if maps.ndim != 3:
+        raise ValueError(f"anomaly maps must be (B, H, W), got shape {maps.shape}")
+    if sigma == 0:
+        return maps
+    taps = gaussian_kernel(sigma)
+    return _smooth_axis(_smooth_axis(maps, taps, axis=1), taps, axis=2)
+
+
+def anomaly_scores(
+    x: Array,
+    xr: Array,
+    feats_x: object,
+    feats_xr: object,
+    *,
+    kappa: float = 1.0,
+    smoothing_sigma: float = 0.0,
+    image_score: str = "fanogan",
+) -> tuple[Array, Array]:
+    """Image scores (B,) and anomaly maps (B, H, W), larger = more anomalous.
+
+    x, xr = G(E(x)): (B, H, W, C); feats_*: (global_features (B, F), pixel_features
+    (B, H, W, c)) or DiscriminatorOutputs carrying them.
+      map A = mean_c |xr - x| + kappa * mean_c |f_dec(xr) - f_dec(x)|, then Gaussian
+        smoothing with `smoothing_sigma` pixels (0 = off);
+      image_score 'fanogan': mean_{H,W,C} (xr - x)^2 + kappa * mean_F (f_enc(xr) - f_enc(x))^2;
+        'max_map': max over pixels of the (smoothed) map.
+    smoothing_sigma and image_score are static settings (jit with them closed over).
+    """
+    check_choice(image_score, IMAGE_SCORES, "image_score")
+    if x.ndim != 4 or x.shape != xr.shape:
+        raise ValueError(f"x and xr must be NHWC batches of one shape, got {x.shape} and {xr.shape}")
+    enc_x, dec_x = features_of(feats_x)
+    enc_xr, dec_xr = features_of(feats_xr)
+    if dec_x.shape != dec_xr.shape or dec_x.shape[:3] != x.shape[:3]:
+        raise ValueError(
+            f"pixel features of x {dec_x.shape} and xr {dec_xr.shape} must be (B, H, W, c) "
+            f"at the image resolution {x.shape[:3]}"
+        )
+    if enc_x.shape != enc_xr.shape:
+        raise ValueError(f"global features of x {enc_x.shape} and xr {enc_xr.shape} differ in shape")
+
+    maps = jnp.mean(jnp.abs(xr - x), axis=-1) + kappa * jnp.mean(jnp.abs(dec_xr - dec_x), axis=-1)
+    maps = gaussian_smooth(maps, smoothing_sigma)
+    if image_score == "fanogan":
+        residual = jnp.mean(jnp.square(xr - x), axis=(1, 2, 3))
+        scores = residual + kappa * jnp.mean(jnp.square(enc_xr - enc_x), axis=tuple(range(1, enc_x.ndim)))
+    else:
+        scores = jnp.max(maps, axis=(1, 2))
+    return scores, maps
