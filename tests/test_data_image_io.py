@@ -1,0 +1,111 @@
+"""Decoding of every image mode, and the error for each kind of broken file."""
+
+import os
+
+import numpy as np
+import pytest
+from data_fixtures import png_with_header_size, truncate, write_image
+from PIL import Image
+
+from anomaly_core.data import image_io
+
+
+def test_16bit_grayscale_is_scaled_by_65535(tmp_path):
+    values = np.array([[0, 257, 32768, 65535]], np.uint16)
+    path = write_image(str(tmp_path / "g16.png"), values)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")
+    out = image_io.decode_image(path)
+    assert out.shape == (1, 4, 1)
+    np.testing.assert_allclose(out[0, :, 0], values[0] / 65535.0, rtol=0, atol=1e-7)
+
+
+def test_8bit_gray_rgb_rgba_palette_binary(tmp_path):
+    rgb = np.array([[[255, 0, 0], [0, 128, 255]]], np.uint8)
+    gray = write_image(str(tmp_path / "l.png"), rgb[..., 1])
+    np.testing.assert_allclose(image_io.decode_image(gray)[..., 0], rgb[..., 1] / 255)
+
+    rgba = np.concatenate([rgb, np.array([[[0], [77]]], np.uint8)], -1)
+    out = image_io.decode_image(write_image(str(tmp_path / "a.png"), rgba))
+    np.testing.assert_allclose(out, rgb / 255.0)  # alpha dropped, colours kept
+
+    pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    out = image_io.decode_image(write_image(str(tmp_path / "p.png"), pal))
+    assert out.shape == (1, 2, 3)
+    np.testing.assert_allclose(out, rgb / 255.0)
+
+    binary = Image.fromarray(np.array([[True, False]])).convert("1")
+    out = image_io.decode_image(write_image(str(tmp_path / "b.png"), binary))
+    np.testing.assert_array_equal(out[..., 0], [[1.0, 0.0]])
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    flat = np.full((8, 8, 3), (200, 40, 90), np.uint8)
+    cmyk = Image.fromarray(flat).convert("CMYK")
+    path = write_image(str(tmp_path / "c.jpg"), cmyk)
+    with Image.open(path) as im:
+        assert im.mode == "CMYK"
+    out = image_io.decode_image(path)
+    assert out.shape == (8, 8, 3)
+    np.testing.assert_allclose(out.mean((0, 1)) * 255, (200, 40, 90), atol=6)
+
+
+def test_colour_mask_is_max_over_channels(tmp_path):
+    mask = np.zeros((3, 3, 3), np.uint8)
+    mask[1, 1, 2] = 255
+    out = image_io.decode_mask(write_image(str(tmp_path / "m.png"), mask))
+    assert out.shape == (3, 3) and out.sum() == 1.0 and out[1, 1] == 1.0
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("zero", "empty file (0 bytes)"),
+        ("text", "not an image file PIL can identify"),
+        ("truncated_png", "corrupt or truncated"),
+        ("bomb", "exceeds config.data.max_image_pixels"),
+    ],
+)
+def test_check_image_errors_name_the_file(tmp_path, kind, reason):
+    path = str(tmp_path / f"{kind}.png")
+    if kind == "zero":
+        open(path, "wb").close()
+    elif kind == "text":
+        with open(path, "w") as f:
+            f.write("not a picture")
+    elif kind == "truncated_png":
+        write_image(path, np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        truncate(path)
+    else:
+        png_with_header_size(path, 60_000, 60_000)
+    with pytest.raises(image_io.ImageReadError) as e:
+        image_io.check_image(path)
+    assert path in str(e.value) and reason in str(e.value)
+    with pytest.raises(image_io.ImageReadError, match="Cannot read image"):
+        image_io.decode_image(path)
+
+
+def test_bomb_limit_is_configurable(tmp_path):
+    path = png_with_header_size(str(tmp_path / "big.png"), 300, 200)
+    with pytest.raises(image_io.ImageReadError, match="60000 pixels exceeds"):
+        image_io.check_image(path, max_pixels=59_999)
+
+
+def test_truncated_jpeg_is_caught_at_check_time(tmp_path):
+    path = write_image(
+        str(tmp_path / "t.jpg"),
+        np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8),
+    )
+    truncate(path)
+    with pytest.raises(image_io.ImageReadError, match="truncated") as e:
+        image_io.check_image(path)
+    assert path in str(e.value)
+
+
+def test_rewritten_file_is_checked_again(tmp_path):
+    path = write_image(str(tmp_path / "x.png"), np.zeros((4, 5, 3), np.uint8))
+    assert image_io.check_image(path) == (5, 4)
+    open(path, "wb").close()
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(image_io.ImageReadError, match="empty"):
+        image_io.check_image(path)
