@@ -1,0 +1,122 @@
+"""Builds the GON models and the CAE baseline from `config.model` and describes their parameters.
+
+config.model fields: kind ('conv_gon' | 'implicit_gon' | 'variational_gon' | 'cae'), preset
+(the layout: conv/variational GON 'mvtec' 64x64, 'mnist' 28x28, 'vae32' 32x32; implicit
+GON and CAE 'mnist' | 'mvtec' for their image size), image_size, channels and, per kind:
+  conv_gon, variational_gon: nz, ngf, activation, out_activation
+  implicit_gon: nz, hidden, w0
+  cae: widths
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from anomaly_core.summary import parameter_summary
+from gon_jax.cae import ConvAutoencoder
+from gon_jax.decoders import (ACTIVATIONS, OUT_ACTIVATIONS, ConvDecoder, decoder_output_size, mnist_stages,
+                              mvtec_stages, vae32_stages)
+from gon_jax.siren import ImplicitGON
+from gon_jax.variational import VariationalGON
+
+KINDS = ("conv_gon", "implicit_gon", "variational_gon", "cae")
+STAGE_LAYOUTS = {"mvtec": mvtec_stages, "mnist": mnist_stages, "vae32": vae32_stages}
+
+_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    # REFERENCE.md 2.2
+    ("conv_gon", "mvtec"): dict(nz=100, ngf=124, image_size=64, channels=3, activation="elu", out_activation="tanh"),
+    # REFERENCE.md 2.3
+    ("conv_gon", "mnist"): dict(nz=100, ngf=64, image_size=28, channels=1, activation="elu", out_activation="tanh"),
+    # REFERENCE.md 2.5 (ReLU and sigmoid as in cwkx/GON Variational-GON.py)
+    ("variational_gon", "vae32"): dict(nz=48, ngf=32, image_size=32, channels=1, activation="relu",
+                                       out_activation="sigmoid"),
+    # REFERENCE.md 2.4
+    ("implicit_gon", "mnist"): dict(nz=32, image_size=28, channels=1, hidden=(256, 256, 256, 256), w0=30.0),
+    ("implicit_gon", "mvtec"): dict(nz=32, image_size=64, channels=3, hidden=(256, 256, 256, 256), w0=30.0),
+    # REFERENCE.md 2.7
+    ("cae", "mvtec"): dict(image_size=64, channels=3, widths=(32, 64)),
+    ("cae", "mnist"): dict(image_size=28, channels=1, widths=(32, 64)),
+}
+
+
+def default_gon_model_config(kind: str = "conv_gon", preset: str = "mvtec") -> ml_collections.ConfigDict:
+    """Full-size settings of one (kind, preset): conv_gon mvtec|mnist, variational_gon vae32,
+    implicit_gon mnist|mvtec, cae mvtec|mnist."""
+    if (kind, preset) not in _DEFAULTS:
+        known = ", ".join(f"{k}/{p}" for k, p in _DEFAULTS)
+        raise ValueError(f"config.model.kind/preset {kind!r}/{preset!r} has no defaults; known: {known}")
+    return ml_collections.ConfigDict(dict(kind=kind, preset=preset, **_DEFAULTS[(kind, preset)]))
+
+
+def _get(cfg: Any, field: str) -> Any:
+    if field not in cfg:
+        raise ValueError(f"config.model.{field} is missing")
+    return cfg[field]
+
+
+def _positive_int(cfg: Any, field: str) -> int:
+    value = _get(cfg, field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"config.model.{field} must be a positive int, got {value!r}")
+    return value
+
+
+def _choice(cfg: Any, field: str, choices: tuple[str, ...]) -> str:
+    value = _get(cfg, field)
+    if value not in choices:
+        raise ValueError(f"config.model.{field} must be one of {choices}, got {value!r}")
+    return value
+
+
+def build_gon_model(model_cfg: Any) -> nn.Module:
+    """ConvDecoder | ImplicitGON | VariationalGON | ConvAutoencoder for config.model.
+
+    GON models map z (B, nz) to images (B, image_size, image_size, channels); the CAE maps
+    images to images. Raises ValueError naming the config field at fault.
+    """
+    kind = _choice(model_cfg, "kind", KINDS)
+    size, channels = _positive_int(model_cfg, "image_size"), _positive_int(model_cfg, "channels")
+    if kind in ("conv_gon", "variational_gon"):
+        preset = _choice(model_cfg, "preset", tuple(STAGE_LAYOUTS))
+        nz, ngf = _positive_int(model_cfg, "nz"), _positive_int(model_cfg, "ngf")
+        activation = _choice(model_cfg, "activation", tuple(ACTIVATIONS))
+        out_activation = _choice(model_cfg, "out_activation", tuple(OUT_ACTIVATIONS))
+        stages = STAGE_LAYOUTS[preset](ngf, channels)
+        if decoder_output_size(stages) != size:
+            raise ValueError(f"config.model.image_size={size} does not match config.model.preset={preset!r}, "
+                             f"whose decoder outputs {decoder_output_size(stages)}x{decoder_output_size(stages)}")
+        if kind == "conv_gon":
+            return ConvDecoder(nz, stages, activation=activation, out_activation=out_activation)
+        return VariationalGON(nz, stages, activation=activation, out_activation=out_activation)
+    if kind == "implicit_gon":
+        w0 = _get(model_cfg, "w0")
+        if isinstance(w0, bool) or not isinstance(w0, (int, float)) or w0 <= 0:
+            raise ValueError(f"config.model.w0 must be a positive number, got {w0!r}")
+        return ImplicitGON(nz=_positive_int(model_cfg, "nz"), image_size=size, channels=channels,
+                           hidden=tuple(_get(model_cfg, "hidden")), w0=float(w0))
+    if size % 4:
+        raise ValueError(f"config.model.image_size must be divisible by 4 for the CAE, got {size}")
+    return ConvAutoencoder(channels=channels, widths=tuple(_get(model_cfg, "widths")))
+
+
+def model_input(model_cfg: Any, batch_size: int = 2) -> jax.Array:
+    """Zeros shaped like the model's input: z (B, nz) for a GON, images (B, S, S, C) for the CAE."""
+    if _choice(model_cfg, "kind", KINDS) == "cae":
+        s = _positive_int(model_cfg, "image_size")
+        return jnp.zeros((batch_size, s, s, _positive_int(model_cfg, "channels")), jnp.float32)
+    return jnp.zeros((batch_size, _positive_int(model_cfg, "nz")), jnp.float32)
+
+
+def init_variables(model_cfg: Any, rng: jax.Array) -> dict[str, Any]:
+    """{'params', 'batch_stats' (conv/variational GON)} of build_gon_model(model_cfg)."""
+    return build_gon_model(model_cfg).init(rng, model_input(model_cfg))
+
+
+def describe(model_cfg: Any) -> str:
+    """Parameter table of the model (shapes only, via jax.eval_shape: no memory needed)."""
+    model, z = build_gon_model(model_cfg), model_input(model_cfg)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), z)
+    return f"{model_cfg.kind} ({model_cfg.preset})\n" + parameter_summary(shapes)

@@ -1,0 +1,206 @@
+"""Convolutional GON decoders (REFERENCE.md 2.2, 2.3, 2.5) and the PyTorch-semantics layers they use.
+
+One module, `ConvDecoder`, takes a latent z (B, nz), views it as a 1x1 image (B, 1, 1, nz)
+(PyTorch's (B, nz, 1, 1)) and applies a list of stages; every stage but the last is
+ConvTranspose -> BatchNorm -> activation, the last is ConvTranspose -> output activation.
+
+Weight import from PyTorch (NCHW) into these modules:
+  ConvTranspose2d.weight (in, out, kh, kw) -> `kernel` = weight.permute(2, 3, 1, 0), i.e.
+      (kh, kw, out, in); no spatial flip (lax.conv_transpose with transpose_kernel=True
+      flips internally exactly as PyTorch's transposed convolution does).
+  ConvTranspose2d.bias / Conv2d.bias / Linear.bias (out,) -> `bias` unchanged.
+  Conv2d.weight (out, in, kh, kw) -> `kernel` = weight.permute(2, 3, 1, 0), (kh, kw, in, out).
+  Linear.weight (out, in) -> `kernel` = weight.T, (in, out).
+  BatchNorm2d weight, bias -> params `scale`, `bias`; running_mean, running_var ->
+      batch_stats `mean`, `var` (num_batches_tracked is not used).
+
+Initialisation mirrors PyTorch's defaults (kernel and bias U(+-1/sqrt(fan_in)), fan_in =
+kernel.size(1) * kh * kw, which for ConvTranspose2d is out * kh * kw), because the
+references train from those defaults.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+# (out_channels, kernel, stride, padding) of one PyTorch ConvTranspose2d.
+Stage = tuple[int, int, int, int]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"elu": nn.elu, "relu": nn.relu}
+OUT_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "sigmoid": nn.sigmoid}
+
+# kaiming_uniform(a=sqrt(5)) as in torch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in =
+# shape[-2] * kh * kw. For an HWIO Conv kernel shape[-2] = in; for the (kh, kw, out, in)
+# ConvTranspose kernel shape[-2] = out, which is exactly PyTorch's fan_in for ConvTranspose2d.
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int) -> Callable[..., Array]:
+    """PyTorch's default bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    return uniform_init(1.0 / float(fan_in) ** 0.5)
+
+
+def uniform_init(bound: float) -> Callable[..., Array]:
+    """Initializer U(-bound, bound)."""
+
+    def init(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def torch_conv_transpose(features: int, kernel_size: int, stride: int, padding: int = 0,
+                         output_padding: int = 0, *, use_bias: bool = True,
+                         name: str | None = None) -> nn.ConvTranspose:
+    """A flax ConvTranspose computing PyTorch's ConvTranspose2d(in, features, k, s, p, op).
+
+    (B, H, W, in) -> (B, (H-1)*s - 2p + k + op, (W-1)*s - 2p + k + op, features).
+    PyTorch's padding p removes p rows/cols from each side of the full transposed
+    convolution; lax.conv_transpose pads the dilated input instead, so the equivalent
+    explicit padding is (k-1-p, k-1-p+op) per spatial dim. Kernel (k, k, features, in).
+    """
+    if not 0 <= padding <= kernel_size - 1:
+        raise ValueError(f"ConvTranspose padding must be in [0, kernel-1={kernel_size - 1}], got {padding}")
+    if not 0 <= output_padding < stride:
+        raise ValueError(f"ConvTranspose output_padding must be in [0, stride={stride}), got {output_padding}")
+    lo = kernel_size - 1 - padding
+    pad = (lo, lo + output_padding)
+    return nn.ConvTranspose(
+        features, (kernel_size, kernel_size), strides=(stride, stride), padding=(pad, pad),
+        transpose_kernel=True, use_bias=use_bias, kernel_init=torch_kernel_init,
+        bias_init=torch_bias_init(features * kernel_size * kernel_size), name=name)
+
+
+class TorchBatchNorm(nn.Module):
+    """BatchNorm over (B, H, W) per channel with torch.nn.BatchNorm2d semantics. (B,H,W,C) -> same.
+
+    `momentum` uses Flax's convention (running = momentum * running + (1 - momentum) * batch),
+    so PyTorch's default 0.1 is 0.9 here. Differs from flax.linen.BatchNorm in what PyTorch
+    does differently: the running variance is updated with the unbiased batch variance
+    (n / (n - 1)), while normalisation uses the biased one; the batch variance is computed
+    two-pass, so a batch of identical activations (the GON origin z0 = 0) has variance 0
+    up to the rounding of the mean (~1e-14), not the cancellation error of E[x^2] - E[x]^2.
+    Running statistics are not updated during init.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            if not self.is_initializing():
+                if not self.is_mutable_collection("batch_stats"):
+                    raise ValueError(
+                        f"TorchBatchNorm '{self.name}': train=True updates the running statistics; "
+                        "pass mutable=['batch_stats'] to apply (or train=False)")
+                n = x.size // c
+                unbiased = var * (n / max(n - 1, 1))
+                ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * unbiased
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+def _check_stages(stages: Any, setting: str) -> None:
+    if not isinstance(stages, (tuple, list)) or not stages:
+        raise ValueError(f"{setting} must be a non-empty sequence of (out_channels, kernel, stride, padding)")
+    for i, stage in enumerate(stages):
+        if (not isinstance(stage, (tuple, list)) or len(stage) != 4
+                or not all(isinstance(v, int) for v in stage)):
+            raise ValueError(f"{setting}[{i}] must be 4 ints (out_channels, kernel, stride, padding), got {stage!r}")
+        out, k, s, p = stage
+        if out < 1 or k < 1 or s < 1 or not 0 <= p <= k - 1:
+            raise ValueError(f"{setting}[{i}] = {stage!r}: need out_channels, kernel, stride >= 1 "
+                             "and 0 <= padding < kernel")
+
+
+def check_choice(value: Any, choices: Sequence[Any], setting: str) -> None:
+    """Raises ValueError naming `setting` unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{setting} must be one of {tuple(choices)}, got {value!r}")
+
+
+def decoder_output_size(stages: Sequence[Stage]) -> int:
+    """Spatial side of a ConvDecoder's output for a 1x1 input: side = (side-1)*s - 2p + k per stage."""
+    side = 1
+    for _, k, s, p in stages:
+        side = (side - 1) * s - 2 * p + k
+    return side
+
+
+class ConvDecoder(nn.Module):
+    """z (B, nz) -> image (B, H, W, C); tanh output in (-1, 1), sigmoid output in (0, 1).
+
+    stages: (out_channels, kernel, stride, padding) per ConvTranspose (all with bias); each
+    but the last is followed by TorchBatchNorm (torch momentum 0.1, eps 1e-5) and
+    `activation`. Parameters: convt{i} (kernel, bias), bn{i} (scale, bias); statistics
+    batch_stats/bn{i}/(mean, var). train=True normalises with batch statistics and
+    updates the running ones (apply with mutable=['batch_stats']).
+    """
+
+    nz: int
+    stages: tuple[Stage, ...]
+    activation: str = "elu"
+    out_activation: str = "tanh"
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nz, int) or self.nz < 1:
+            raise ValueError(f"config.model.nz must be a positive int, got {self.nz!r}")
+        _check_stages(self.stages, "config.model.stages")
+        check_choice(self.activation, tuple(ACTIVATIONS), "config.model.activation")
+        check_choice(self.out_activation, tuple(OUT_ACTIVATIONS), "config.model.out_activation")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, z: Array, *, train: bool = False) -> Array:
+        if z.ndim != 2 or z.shape[-1] != self.nz:
+            raise ValueError(f"ConvDecoder expects z of shape (B, {self.nz}), got {z.shape}")
+        h = z[:, None, None, :]
+        last = len(self.stages) - 1
+        for i, (out, k, s, p) in enumerate(self.stages):
+            h = torch_conv_transpose(out, k, s, p, name=f"convt{i}")(h)
+            if i < last:
+                h = TorchBatchNorm(self.bn_momentum, self.bn_epsilon, name=f"bn{i}")(h, train=train)
+                h = ACTIVATIONS[self.activation](h)
+        return OUT_ACTIVATIONS[self.out_activation](h)
+
+
+def mvtec_stages(ngf: int = 124, channels: int = 3) -> tuple[Stage, ...]:
+    """REFERENCE 2.2: 1 -> 4 -> 8 -> 16 -> 32 -> 64."""
+    return ((8 * ngf, 4, 1, 0), (4 * ngf, 4, 2, 1), (2 * ngf, 4, 2, 1), (ngf, 4, 2, 1), (channels, 4, 2, 1))
+
+
+def mnist_stages(ngf: int = 64, channels: int = 1) -> tuple[Stage, ...]:
+    """REFERENCE 2.3: 1 -> 4 -> 7 (k3 s2 p1) -> 14 -> 28."""
+    return ((4 * ngf, 4, 1, 0), (2 * ngf, 3, 2, 1), (ngf, 4, 2, 1), (channels, 4, 2, 1))
+
+
+def vae32_stages(ngf: int = 32, channels: int = 1) -> tuple[Stage, ...]:
+    """Original Variational GON decoder (REFERENCE 2.5): 1 -> 4 -> 8 -> 16 -> 32."""
+    return ((4 * ngf, 4, 1, 0), (2 * ngf, 4, 2, 1), (ngf, 4, 2, 1), (channels, 4, 2, 1))
+
+
+def mvtec_conv_gon(nz: int = 100, ngf: int = 124, channels: int = 3) -> ConvDecoder:
+    """Conv GON of the MVTec notebook: 64x64xC, ELU, tanh (data in [-1, 1])."""
+    return ConvDecoder(nz, mvtec_stages(ngf, channels), activation="elu", out_activation="tanh")
+
+
+def mnist_conv_gon(nz: int = 100, ngf: int = 64, channels: int = 1) -> ConvDecoder:
+    """Conv GON of the corrupted-MNIST notebook: 28x28xC, ELU, tanh (data in [0, 1])."""
+    return ConvDecoder(nz, mnist_stages(ngf, channels), activation="elu", out_activation="tanh")
