@@ -23,12 +23,27 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a preempted j
 
 
 def _print_summary(results: dict) -> None:
-    keys = ("image_auroc", "pixel_auroc", "pixel_auprc", "aupro")
-    flat = {k: results[k] for k in keys if isinstance(results.get(k), (int, float))}
+    keys = ("image_auroc", "image_auroc_map_max", "pixel_auroc", "pixel_auprc", "pixel_aupro",
+            "image_threshold")
+    scalars = results.get("scalars", {})
+    flat = {k: round(scalars[k], 4) for k in keys if isinstance(scalars.get(k), (int, float))}
     print("metrics (test split): " + json.dumps(flat))
 
 
+class _QuietLibraries(logging.Filter):
+    """Drops the INFO chatter of Orbax (several lines per checkpoint); keeps its warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietLibraries())
+
+
 def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None) -> int:
+    quiet_library_logs()
     try:
         if mode == "summary":
             print(module.describe(config))
@@ -48,6 +63,7 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
         print(str(e), file=sys.stderr)
         return EXIT_PREEMPTED
     except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:
+        log.debug("traceback of the error below", exc_info=True)  # shown with --verbosity=1
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -1,0 +1,202 @@
+"""The program every method runs: build, train (resuming), evaluate, predict.
+
+A method describes itself with a `Method`: how to initialise its state pytree, its training
+stages, and its score function. Everything else (mesh, data iterators, checkpoints,
+writers, evaluation outputs) is shared here, once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+from anomaly_core import data as data_lib
+from anomaly_core import evaluation, parallel
+from anomaly_core.checkpointing import Checkpointer, CheckpointError
+from anomaly_core.train_loop import LoopConfig, Stage, make_writer, train
+
+log = logging.getLogger(__name__)
+
+State = Any
+Batch = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """What a method package provides to the shared program.
+
+    init_state(config, rng) -> state pytree (pure; jitted onto replicated shardings).
+    stages(config) -> training stages (their step functions are jitted by the loop).
+    score(config) -> fn(state, batch) -> {'image_score' (B,), 'anomaly_map' (B,H,W),
+      'reconstruction' (B,H,W,C)}.
+    validation(config) -> fn(state, batch) -> {metric: per-example values (B,)} or None;
+      averaged over the validation split when a checkpoint is saved, to keep the best.
+    """
+
+    name: str
+    init_state: Callable[[Any, jax.Array], State]
+    stages: Callable[[Any], list[Stage]]
+    score: Callable[[Any], Callable[[State, Batch], Mapping[str, jax.Array]]]
+    validation: Callable[[Any], Callable[[State, Batch], Mapping[str, jax.Array]] | None] = lambda c: None
+    best_metric: str | None = None  # lower is better
+    validation_stage: str | None = None  # only checkpoints of this stage compete for "best"
+
+
+def check_config(config) -> None:
+    """Cross-setting checks that no single module can make."""
+    d, m = config.data, config.model
+    if "image_size" in m and m.image_size != d.image_size:
+        raise ValueError(
+            f"config.model.image_size={m.image_size} differs from config.data.image_size={d.image_size}"
+        )
+    if "channels" in m and m.channels != d.channels:
+        raise ValueError(f"config.model.channels={m.channels} differs from config.data.channels={d.channels}")
+    for key in ("log_every", "checkpoint_every"):
+        if config.train[key] < 1:
+            raise ValueError(f"config.train.{key}={config.train[key]} must be >= 1")
+
+
+def _init(method: Method, config, mesh) -> State:
+    init = jax.jit(lambda rng: method.init_state(config, rng), out_shardings=parallel.replicated(mesh))
+    return init(jax.random.key(config.seed))
+
+
+def _abstract_state(method: Method, config, mesh) -> State:
+    shapes = jax.eval_shape(lambda rng: method.init_state(config, rng), jax.random.key(0))
+    rep = parallel.replicated(mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+
+
+def _jit_score(method: Method, config, mesh):
+    fn = method.score(config)
+    rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    jitted = jax.jit(fn, in_shardings=(rep, shard), out_shardings=shard)
+    return jitted
+
+
+def _checkpointer(config, workdir: str, best_metric: str | None) -> Checkpointer:
+    c = config.checkpoint
+    return Checkpointer(workdir, keep=c.keep, best_metric=best_metric, best_mode="min",
+                        async_save=c.get("async_save", True))
+
+
+def _validation_fn(method: Method, config, mesh):
+    fn = method.validation(config)
+    if fn is None or method.best_metric is None:
+        return None
+    jitted = jax.jit(fn, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
+    n_val = len(data_lib.load_split(config.data, "val"))
+    if n_val == 0:
+        return None
+
+    def validate(state, stage: str) -> dict[str, float]:
+        if method.validation_stage not in (None, stage):
+            return {}
+        sums: dict[str, float] = {}
+        count = 0
+        for local in data_lib.eval_batches(config.data, "val", batch_size=config.eval.batch_size,
+                                           process_index=jax.process_index(),
+                                           process_count=jax.process_count()):
+            batch = parallel.global_batch(local, mesh)
+            out = jax.device_get(jitted(state, batch))
+            valid = np.asarray(jax.device_get(batch["valid"])).astype(bool)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(np.asarray(v)[valid].sum())
+            count += int(valid.sum())
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    return validate
+
+
+def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from `<workdir>/checkpoints` when present), then evaluates."""
+    check_config(config)
+    mesh = parallel.make_mesh()
+    per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
+    stages = method.stages(config)
+    train_iter = data_lib.train_iterator(
+        config.data, global_batch_size=config.train.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    log.info("%s: %d devices, global batch %d (%d per process), stages %s", method.name, mesh.devices.size,
+             config.train.batch_size, per_process, [(s.name, s.num_steps) for s in stages])
+    writer = make_writer(workdir)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    ckpt = _checkpointer(config, workdir, method.best_metric)
+    try:
+        with jax.set_mesh(mesh):
+            state = _init(method, config, mesh)
+            state, _ = train(
+                state=state,
+                stages=stages,
+                train_iter=train_iter,
+                mesh=mesh,
+                checkpointer=ckpt,
+                writer=writer,
+                loop=LoopConfig(seed=config.seed, log_every=config.train.log_every,
+                                checkpoint_every=config.train.checkpoint_every,
+                                best_metric=method.best_metric),
+                validation_fn=_validation_fn(method, config, mesh),
+                meta={"method": method.name},
+            )
+            total = sum(s.num_steps for s in stages)
+            score = _jit_score(method, config, mesh)
+            results = evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh,
+                                          writer=writer, step=total)
+    finally:
+        ckpt.close()
+        writer.flush()
+    return results
+
+
+def restore_for_inference(method: Method, config, workdir: str, mesh) -> tuple[State, int]:
+    ckpt = _checkpointer(config, workdir, None)
+    try:
+        restored = ckpt.restore(_abstract_state(method, config, mesh))
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise CheckpointError(
+            f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "
+            f"(--mode=train with the same --workdir and --config)"
+        )
+    step, state, _, meta = restored
+    total = sum(s.num_steps for s in method.stages(config))
+    if step < total:
+        log.warning("checkpoint step %d is before the end of training (%d steps); evaluating it anyway", step, total)
+    return state, step
+
+
+def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
+    check_config(config)
+    mesh = parallel.make_mesh()
+    with jax.set_mesh(mesh):
+        state, step = restore_for_inference(method, config, workdir, mesh)
+        score = _jit_score(method, config, mesh)
+        writer = make_writer(workdir)
+        try:
+            return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, writer=writer, step=step)
+        finally:
+            writer.flush()
+
+
+def predict(method: Method, config, workdir: str, input_dir: str) -> str:
+    check_config(config)
+    mesh = parallel.make_mesh()
+    with jax.set_mesh(mesh):
+        state, _ = restore_for_inference(method, config, workdir, mesh)
+        score = _jit_score(method, config, mesh)
+        return evaluation.predict(lambda b: score(state, b), config, workdir, input_dir, mesh)
+
+
+def load_metrics(workdir: str) -> dict[str, Any]:
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        return json.load(f)

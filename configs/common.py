@@ -1,0 +1,34 @@
+"""Blocks every config shares: checkpointing, evaluation and multi-host settings."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def checkpoint_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        keep=3,  # latest checkpoints kept (plus the best by the validation metric)
+        async_save=True,
+    ))
+
+
+def eval_config(**overrides) -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict(dict(
+        batch_size=32,
+        max_panels=24,  # per-image PNG panels written for the test split
+        threshold_rule="auto",  # EVALUATION.md: F1-optimal on val if it has anomalies, else mean + 2 std
+        aupro_fpr_limit=0.3,
+    ))
+    cfg.update(overrides)
+    return cfg
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+    """Multi-host: set initialize=True (or JAX_COORDINATOR_ADDRESS) to call jax.distributed.initialize()."""
+    return ml_collections.ConfigDict(dict(
+        initialize=False,
+        coordinator_address=config_dict.placeholder(str),
+        num_processes=config_dict.placeholder(int),
+        process_id=config_dict.placeholder(int),
+        cpu_collectives=config_dict.placeholder(str),  # 'gloo' for multi-process CPU runs
+    ))

@@ -1,0 +1,73 @@
+"""The f-UNetGAN settings every f-UNetGAN config starts from (REFERENCE.md 1).
+
+Hyperparameters are not recoverable from the reference (its parameters file was never
+committed): Adam 1e-4, betas (0.0, 0.9), n_critic 5, lambda_gp 10, lambda_mix 1, batch 16
+follow WGAN-GP / f-AnoGAN practice (REFERENCE.md 1.5).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from anomaly_core.data.config import default_data_config
+from configs import common
+from funetgan_jax.build import default_model_config
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.method = "funetgan"
+    config.seed = 0
+
+    config.data = default_data_config()
+    config.data.image_size = 128
+    config.data.channels = 3
+    config.data.value_range = (0.0, 1.0)  # generator output 'relu_tanh' lies in [0, 1)
+    config.data.augment = True  # RandomResizedCrop(scale 0.5-1.0) + horizontal flip
+
+    config.model = default_model_config()
+
+    config.train = ml_collections.ConfigDict(dict(
+        batch_size=16,
+        generator_steps=10_000,  # stage 1 length in generator updates (each after n_critic D updates)
+        encoder_steps=10_000,  # stage 2 length in encoder updates
+        n_critic=5,
+        lr_g=1e-4,
+        lr_d=1e-4,
+        lr_e=1e-4,
+        betas=(0.0, 0.9),
+        encoder_optimizer="adam",  # 'adam' | 'rmsprop' (f-AnoGAN used RMSProp 5e-5)
+        lambda_gp=10.0,
+        lambda_mix=1.0,
+        consistency="mixup",  # 'mixup' (paper) | 'cutmix' (U-Net GAN) | 'none'
+        interpolation="per_channel",  # GP interpolates: 'per_channel' (reference) | 'per_sample'
+        kappa=1.0,  # weight of the discriminator-feature terms in the encoder loss
+        detach_critic=False,  # True reproduces the reference's detached critic terms
+        log_every=50,
+        checkpoint_every=1000,
+    ))
+    config.checkpoint = common.checkpoint_config()
+    config.eval = common.eval_config(
+        kappa=1.0,
+        smoothing_sigma=4.0,  # Gaussian smoothing of the anomaly map in pixels (0 = off)
+        image_score="fanogan",  # 'fanogan' (REFERENCE.md 1.7) | 'max_map'
+    )
+    config.distributed = common.distributed_config()
+    return config
+
+
+def shrink(config: ml_collections.ConfigDict, *, image_size: int = 32, width: int = 4,
+           steps: int = 2) -> ml_collections.ConfigDict:
+    """A tiny version of a config for tests: same code path, small widths, few steps."""
+    config.data.image_size = config.model.image_size = image_size
+    config.model.width = width
+    config.model.z_dim = 8
+    config.train.batch_size = 4
+    config.train.n_critic = 2
+    config.train.generator_steps = steps
+    config.train.encoder_steps = steps
+    config.train.log_every = 1
+    config.train.checkpoint_every = steps
+    config.eval.batch_size = 8
+    config.eval.max_panels = 2
+    config.eval.smoothing_sigma = 1.0
+    return config

@@ -1,0 +1,62 @@
+"""The settings every GON / CAE config starts from (REFERENCE.md 2)."""
+from __future__ import annotations
+
+import ml_collections
+
+from anomaly_core.data.config import default_data_config
+from configs import common
+from gon_jax.build import default_gon_model_config
+
+
+def base_config(kind: str, preset: str) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.method = "gon"
+    config.seed = 0
+    config.model = default_gon_model_config(kind, preset)
+
+    config.data = default_data_config()
+    config.data.image_size = config.model.image_size
+    config.data.channels = config.model.channels
+    config.data.augment = False  # the GON notebooks only resize (and normalise)
+    # tanh decoders on MVTec use [-1, 1] (reference); sigmoid outputs (CAE, VAE) need [0, 1].
+    config.data.value_range = (-1.0, 1.0) if config.model.get("out_activation") == "tanh" \
+        and preset == "mvtec" else (0.0, 1.0)
+
+    config.train = ml_collections.ConfigDict(dict(
+        batch_size=64,
+        steps=3001,
+        lr=1e-4,
+        betas=(0.9, 0.999),
+        latent_scaling="batch_mean",  # 'batch_mean' (reference) | 'per_sample'
+        log_every=50,
+        checkpoint_every=500,
+    ))
+    config.checkpoint = common.checkpoint_config()
+    config.checkpoint.select_best = True  # keep the checkpoint with the lowest validation score
+    config.eval = common.eval_config(
+        scoring="gradient_latent",  # | 'reference_zero_latent' (the notebooks' F(0) scoring)
+        bn_statistics="context",  # BatchNorm when encoding test images: 'context' | 'running' | 'batch'
+        chunk_size=0,  # test images encoded in parallel in 'context' mode (0 = one at a time)
+        threshold_rule="mean_std",  # GON reference: mean + 2 std of held-out normal errors
+    )
+    config.distributed = common.distributed_config()
+    return config
+
+
+def shrink_gon(config: ml_collections.ConfigDict, *, steps: int = 2) -> ml_collections.ConfigDict:
+    """A tiny version for tests: same code path, narrow decoder, few steps."""
+    if "ngf" in config.model:
+        config.model.ngf = 4
+    if "hidden" in config.model:
+        config.model.hidden = (16, 16)
+    if "widths" in config.model:
+        config.model.widths = (4, 8)
+    if "nz" in config.model:
+        config.model.nz = 8
+    config.train.batch_size = 4
+    config.train.steps = steps
+    config.train.log_every = 1
+    config.train.checkpoint_every = steps
+    config.eval.batch_size = 8
+    config.eval.max_panels = 2
+    return config

@@ -1,0 +1,136 @@
+"""GON and CAE training, scoring and the entry points launch.py calls (REFERENCE.md 2).
+
+One stage 'gon': each step encodes the batch with the gradient origin (z = -grad at 0),
+decodes, and trains on the outer loss through z (second order). The CAE baseline shares the
+program with a plain reconstruction step. State: {'model': variables, 'opt': optax state}.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from anomaly_core import data as data_lib
+from anomaly_core import program
+from anomaly_core.train_loop import Stage
+from gon_jax.build import build_gon_model, describe as describe_model, init_variables
+from gon_jax.losses import cae_mse_loss
+from gon_jax.origin import gon_value_and_grad
+from gon_jax.scoring import reconstruction_errors
+
+
+def optimizer(config) -> optax.GradientTransformation:
+    t = config.train
+    return optax.adam(t.lr, b1=t.betas[0], b2=t.betas[1])
+
+
+def init_state(config, rng) -> dict[str, Any]:
+    variables = init_variables(config.model, rng)
+    return {"model": variables, "opt": optimizer(config).init(variables["params"])}
+
+
+def train_step(config, state, batch, rng):
+    model = build_gon_model(config.model)
+    x = batch["image"]
+    variables = state["model"]
+    if config.model.kind == "cae":
+        def loss_fn(p):
+            return cae_mse_loss(model.apply({**variables, "params": p}, x, train=True), x), None
+
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+        stats, z_norm = variables.get("batch_stats"), None
+    else:
+        (loss, (stats, z, _)), grads = gon_value_and_grad(
+            variables, x, model=model, train=True,
+            rng=rng if config.model.kind == "variational_gon" else None,
+            latent_scaling=config.train.latent_scaling,
+        )
+        z_norm = jax.numpy.mean(jax.numpy.linalg.norm(z, axis=-1))
+    tx = optimizer(config)
+    updates, opt = tx.update(grads, state["opt"], variables["params"])
+    new_vars = {**variables, "params": optax.apply_updates(variables["params"], updates)}
+    if stats is not None:
+        new_vars["batch_stats"] = stats
+    metrics = {"loss": loss}
+    if z_norm is not None:
+        metrics["latent_norm"] = z_norm
+    return {"model": new_vars, "opt": opt}, metrics
+
+
+def scoring_context(config) -> np.ndarray | None:
+    """B_train - 1 fixed normal training images (eval transform) in whose company each test
+    image is encoded, so BatchNorm sees training-like batch statistics (gon_jax/scoring.py)."""
+    if config.model.kind in ("cae", "implicit_gon") or config.eval.scoring != "gradient_latent" \
+            or config.eval.bn_statistics != "context":
+        return None
+    need = config.train.batch_size - 1
+    train = data_lib.load_split(config.data, "train")
+    if len(train) < need:
+        raise ValueError(f"bn_statistics='context' needs config.train.batch_size - 1 = {need} training images, "
+                         f"the train split has {len(train)}")
+    images = []
+    for batch in data_lib.eval_batches(config.data, train, batch_size=min(need, 256)):
+        images.append(batch["image"][batch["valid"]])
+        if sum(len(i) for i in images) >= need:
+            break
+    return np.concatenate(images)[:need]
+
+
+def score_fn(config):
+    model = build_gon_model(config.model)
+    context = scoring_context(config)
+    ev = config.eval
+    latent_batch_size = None if context is not None else config.train.batch_size
+
+    def score(state, batch):
+        per_image, per_pixel, recon = reconstruction_errors(
+            state["model"], batch["image"], model=model,
+            scoring=ev.scoring if config.model.kind != "cae" else "gradient_latent",
+            bn_statistics=ev.bn_statistics, context=context, latent_batch_size=latent_batch_size,
+            chunk_size=ev.chunk_size or None,
+        )
+        return {"image_score": per_image, "anomaly_map": per_pixel, "reconstruction": recon}
+
+    return score
+
+
+def validation_fn(config):
+    if not config.checkpoint.select_best:
+        return None
+    score = score_fn(config)
+    return lambda state, batch: {"val_score": score(state, batch)["image_score"]}
+
+
+def stages(config) -> list[Stage]:
+    if config.train.steps < 0:
+        raise ValueError(f"config.train.steps={config.train.steps} must be >= 0")
+    return [Stage(config.model.kind, config.train.steps, functools.partial(train_step, config))]
+
+
+METHOD = program.Method(
+    name="gon",
+    init_state=init_state,
+    stages=stages,
+    score=score_fn,
+    validation=validation_fn,
+    best_metric="val_score",
+)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    return program.train_and_evaluate(METHOD, config, workdir)
+
+
+def evaluate(config, workdir: str) -> dict:
+    return program.evaluate(METHOD, config, workdir)
+
+
+def predict(config, workdir: str, input_dir: str) -> str:
+    return program.predict(METHOD, config, workdir, input_dir)
+
+
+def describe(config) -> str:
+    return describe_model(config.model)

@@ -1,0 +1,61 @@
+"""Entry point: the only file that defines flags.
+
+  python launch.py --config=configs/quickstart.py --workdir=runs/quickstart
+  python launch.py --config=configs/mvtec_bottle.py --workdir=runs/bottle --config.data.root=/data/mvtec
+  python launch.py --config=configs/mvtec_bottle.py --workdir=runs/bottle --mode=eval
+  python launch.py --config=configs/mvtec_bottle.py --workdir=runs/bottle --mode=predict --input=my_images/
+  python launch.py --config=configs/mvtec_bottle.py --mode=summary
+
+`--mode=train` trains (resuming from the latest checkpoint in the workdir) then evaluates.
+`config.method` selects the method package ('funetgan' or 'gon').
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+METHODS = {"funetgan": "funetgan_jax.train", "gon": "gon_jax.train"}
+MODES = ("train", "eval", "predict", "summary")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and images.")
+_MODE = flags.DEFINE_enum("mode", "train", MODES, "train (then evaluate) | eval | predict | summary.")
+_INPUT = flags.DEFINE_string("input", None, "Folder of images to score with --mode=predict.")
+
+
+def method_module(config):
+    name = config.get("method")
+    if name not in METHODS:
+        raise SystemExit(f"config.method={name!r} is not one of {sorted(METHODS)} (in --config={flags.FLAGS['config'].value})")
+    return importlib.import_module(METHODS[name])
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger().setLevel(logging.INFO)
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py")
+    mode = _MODE.value
+    if mode != "summary" and not _WORKDIR.value:
+        raise app.UsageError(f"--workdir is required with --mode={mode}")
+    if mode == "predict" and not _INPUT.value:
+        raise app.UsageError("--mode=predict needs --input=<folder of images>")
+
+    from anomaly_core import parallel  # imports jax: after flag parsing so --help stays fast
+
+    parallel.maybe_initialize_distributed(config.get("distributed"))
+    module = method_module(config)
+    from anomaly_core.run import run_mode
+
+    return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(lambda argv: sys.exit(main(argv) or 0))
