@@ -89,7 +89,8 @@ def gradient_penalties(d_fn: Callable[[Array], Any], x_hat: Array, *, has_aux: b
       GP_enc = mean_b (|| d sum_b D_enc(xh) / d xh_b ||_2 - 1)^2
       GP_dec = mean_b (|| d sum_b sum_pixels D_dec(xh) / d xh_b ||_2 - 1)^2
     with the norm over (H, W, C) of each sample. d_fn runs once: one forward (jax.vjp),
-    then one backward per head. The gradients are of the batch SUM of the outputs, like
+    then one backward vmapped over both heads' cotangents. The gradients are of the batch
+    SUM of the outputs, like
     PyTorch's autograd.grad(grad_outputs=ones); this equals the per-sample gradient only
     when samples do not interact inside D. BatchNorm in training mode (CBAM spatial gate,
     norm 'batch') couples them, so each sample's "gradient" then also carries the other
@@ -109,8 +110,13 @@ def gradient_penalties(d_fn: Callable[[Array], Any], x_hat: Array, *, has_aux: b
         (enc, dec), vjp_fn, aux = jax.vjp(logits_fn, x_hat, has_aux=True)
     else:
         (enc, dec), vjp_fn = jax.vjp(logits_fn, x_hat)
-    (grad_enc,) = vjp_fn((jnp.ones_like(enc), jnp.zeros_like(dec)))
-    (grad_dec,) = vjp_fn((jnp.zeros_like(enc), jnp.ones_like(dec)))
+    # Both heads' input gradients from one backward pass vmapped over the two cotangents:
+    # half the backward graph of two separate vjp calls, which matters twice because the
+    # discriminator loss differentiates this graph again.
+    cotangents = (jnp.stack([jnp.ones_like(enc), jnp.zeros_like(enc)]),
+                  jnp.stack([jnp.zeros_like(dec), jnp.ones_like(dec)]))
+    (grads,) = jax.vmap(vjp_fn)(cotangents)
+    grad_enc, grad_dec = grads[0], grads[1]
     gp_enc = jnp.mean(jnp.square(_safe_norm(grad_enc) - 1.0))
     gp_dec = jnp.mean(jnp.square(_safe_norm(grad_dec) - 1.0))
     return ((gp_enc, gp_dec), aux) if has_aux else (gp_enc, gp_dec)

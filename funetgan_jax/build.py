@@ -1,0 +1,105 @@
+"""Builds the f-UNetGAN networks from `config.model` and describes their parameters."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from anomaly_core.summary import parameter_summary
+from funetgan_jax.cbam import SPATIAL_NORMS
+from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, UNetDiscriminator
+from funetgan_jax.encoder import Encoder
+from funetgan_jax.generator import GENERATOR_OUTPUTS, Generator, generator_multipliers
+
+_POSITIVE_INTS = ("image_size", "channels", "z_dim", "width", "cbam_reduction")
+_CHOICES = {
+    "spatial_norm": SPATIAL_NORMS,
+    "generator_output": GENERATOR_OUTPUTS,
+    "d_block": D_BLOCKS,
+    "d_attention": ATTENTIONS,
+    "e_attention": ATTENTIONS,
+}
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+    """Full-size f-UNetGAN model settings (REFERENCE.md 1): 128x128x3, z 100, width 64."""
+    return ml_collections.ConfigDict(dict(
+        image_size=128,
+        channels=3,
+        z_dim=100,
+        width=64,
+        cbam_reduction=16,
+        spatial_norm="batch",  # CBAM spatial-gate norm: "batch" (reference) | "none"
+        generator_output="relu_tanh",  # "relu_tanh" (data in [0,1]) | "tanh" (data in [-1,1])
+        d_block="residual",  # "residual" | "conv"
+        d_attention="none",  # "none" | "cbam"
+        e_attention="none",  # "none" | "cbam"
+    ))
+
+
+def _validated(model_cfg: Any, fields: Sequence[str], divisor: int = 1) -> Any:
+    for field in fields:
+        if field not in model_cfg:
+            raise ValueError(f"config.model.{field} is missing")
+        value = model_cfg[field]
+        if field in _POSITIVE_INTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"config.model.{field} must be a positive int, got {value!r}")
+        if field in _CHOICES and value not in _CHOICES[field]:
+            raise ValueError(f"config.model.{field} must be one of {_CHOICES[field]}, got {value!r}")
+    if "image_size" in fields and model_cfg.image_size % divisor:
+        raise ValueError(f"config.model.image_size must be divisible by {divisor} for this network, "
+                         f"got {model_cfg.image_size}")
+    return model_cfg
+
+
+def build_generator(model_cfg: Any) -> Generator:
+    """Generator z (B, z_dim) -> (B, S, S, channels)."""
+    cfg = _validated(model_cfg, ("image_size", "channels", "z_dim", "width", "cbam_reduction",
+                                 "spatial_norm", "generator_output"))
+    generator_multipliers(cfg.image_size)
+    return Generator(z_dim=cfg.z_dim, width=cfg.width, image_size=cfg.image_size, channels=cfg.channels,
+                     output=cfg.generator_output, cbam_reduction=cfg.cbam_reduction,
+                     spatial_norm=cfg.spatial_norm)
+
+
+def build_discriminator(model_cfg: Any) -> UNetDiscriminator:
+    """U-Net discriminator for (B, S, S, channels) images, S divisible by 16."""
+    cfg = _validated(model_cfg, ("image_size", "width", "cbam_reduction", "spatial_norm", "d_block",
+                                 "d_attention"), divisor=16)
+    return UNetDiscriminator(width=cfg.width, block=cfg.d_block, attention=cfg.d_attention,
+                             cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm)
+
+
+def build_encoder(model_cfg: Any) -> Encoder:
+    """Encoder (B, S, S, channels) -> (B, z_dim), S divisible by 32."""
+    cfg = _validated(model_cfg, ("image_size", "z_dim", "width", "cbam_reduction", "spatial_norm",
+                                 "e_attention"), divisor=32)
+    return Encoder(z_dim=cfg.z_dim, width=cfg.width, attention=cfg.e_attention,
+                   cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm)
+
+
+def input_shape(module: nn.Module, model_cfg: Any, batch_size: int = 1) -> tuple[int, ...]:
+    """The input shape `module` (built from model_cfg) takes: (B, z_dim) or (B, S, S, channels)."""
+    if isinstance(module, Generator):
+        return (batch_size, model_cfg.z_dim)
+    return (batch_size, model_cfg.image_size, model_cfg.image_size, model_cfg.channels)
+
+
+def init_variables(module: nn.Module, rng: jax.Array, shape: Sequence[int]) -> dict[str, Any]:
+    """Variables ('params', 'spectral', and 'batch_stats' where BatchNorm is used) from zeros of `shape`."""
+    return module.init({"params": rng}, jnp.zeros(tuple(shape), jnp.float32), train=False)
+
+
+def describe(model_cfg: Any) -> str:
+    """Parameter overview of G, D and E, from shapes only (jax.eval_shape, no compute)."""
+    parts = []
+    for name, build in (("Generator", build_generator), ("Discriminator", build_discriminator),
+                        ("Encoder", build_encoder)):
+        module = build(model_cfg)
+        shape = input_shape(module, model_cfg)
+        variables = jax.eval_shape(lambda rng: init_variables(module, rng, shape), jax.random.key(0))
+        parts.append(f"== {name} ==\n{parameter_summary(variables)}")
+    return "\n\n".join(parts)

@@ -1,0 +1,182 @@
+"""Layers of the f-UNetGAN networks with PyTorch semantics: spectral-normalised conv/dense,
+BatchNorm with torch's running statistics, and the parameter-free helpers.
+
+Spectral norm follows `torch.nn.utils.spectral_norm`, not `flax.linen.SpectralNorm`:
+the power-iteration vectors `u` (out,) and `v` (in*kh*kw,) live in the `spectral`
+collection; a training forward runs one iteration and stores both, an eval forward uses
+the stored pair without iterating (docs/ARCHITECTURE.md). PyTorch views its
+(out, in, kh, kw) weight as W = (out, in*kh*kw); our HWIO kernel viewed as (kh*kw*in, out)
+is W transposed with the input axis in HWIO order, so `v` is stored in HWIO-flatten order
+(a PyTorch `weight_v` must be permuted on import) and the singular values are the same.
+
+Initialisation mirrors PyTorch's Conv2d/Linear defaults (kernel and bias uniform in
++-1/sqrt(fan_in)) because the reference trains from those defaults.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_SN_EPS = 1e-12  # torch.nn.utils.spectral_norm default
+_IN_EPS = 1e-5  # torch.nn.InstanceNorm2d default
+
+
+def _uniform(key: Array, shape: Sequence[int], dtype: Any, fan_in: int) -> Array:
+    bound = 1.0 / float(fan_in) ** 0.5
+    # Drawn flat, then reshaped: XLA:CPU compiles the (partitionable) threefry for a
+    # 4-D shape several times slower than for the same number of values in 1-D.
+    return jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound).reshape(shape)
+
+
+def torch_kernel_init(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+    """kaiming_uniform(a=sqrt(5)) of torch Conv2d/Linear: U(+-1/sqrt(fan_in)), kernel (..., in, out)."""
+    return _uniform(key, shape, dtype, math.prod(shape[:-1]))
+
+
+def torch_bias_init(fan_in: int) -> Callable[..., Array]:
+    """PyTorch's default bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    return lambda key, shape, dtype=jnp.float32: _uniform(key, shape, dtype, fan_in)
+
+
+def check_choice(value: Any, choices: Sequence[Any], setting: str) -> None:
+    """Raises ValueError naming `setting` unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{setting} must be one of {tuple(choices)}, got {value!r}")
+
+
+def _l2_normalize(x: Array) -> Array:
+    # torch.nn.functional.normalize: x / max(||x||, eps).
+    return x / jnp.maximum(jnp.linalg.norm(x), _SN_EPS)
+
+
+def spectral_normalize(module: nn.Module, kernel: Array, train: bool) -> Array:
+    """Returns kernel / sigma, declaring `u`, `v` in `module`'s `spectral` collection.
+
+    kernel: (..., out) (HWIO conv or (in, out) dense). train=True runs one power
+    iteration (v = normalize(W^T u), u = normalize(W v) with W = matrix^T), stores u, v
+    (except during init, like BatchNorm statistics) and treats them as constants for
+    the gradient; train=False uses the stored u, v as they are. Straight after init they
+    are random draws (as in torch), so an eval forward before any training forward divides
+    by no estimate of the spectral norm.
+    """
+    matrix = kernel.reshape(-1, kernel.shape[-1])  # (in*kh*kw, out) == W^T
+    fan, out = matrix.shape
+
+    def draw(size: int) -> Callable[[], Array]:
+        return lambda: _l2_normalize(jax.random.normal(module.make_rng("params"), (size,), jnp.float32))
+
+    u_var = module.variable("spectral", "u", draw(out))
+    v_var = module.variable("spectral", "v", draw(fan))
+    u, v = u_var.value, v_var.value
+    if train:
+        if not module.is_mutable_collection("spectral"):
+            raise ValueError(
+                f"{module.__class__.__name__} '{module.name}': train=True updates the spectral-norm "
+                "vectors; pass mutable=['spectral', ...] to apply (or train=False)")
+        w_t = jax.lax.stop_gradient(matrix)
+        v = _l2_normalize(w_t @ u)
+        u = _l2_normalize(w_t.T @ v)
+        if not module.is_initializing():
+            u_var.value, v_var.value = u, v
+    sigma = u @ (matrix.T @ v)  # u^T W v
+    return kernel / sigma
+
+
+class SNConv(nn.Module):
+    """Spectral-normalised 2-D convolution, stride 1, symmetric zero padding.
+
+    (B, H, W, Cin) -> (B, H + 2p - k + 1, W + 2p - k + 1, features).
+    """
+
+    features: int
+    kernel_size: int
+    padding: int = 0
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        k, cin = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", torch_kernel_init, (k, k, cin, self.features))
+        kernel = spectral_normalize(self, kernel, train)
+        y = jax.lax.conv_general_dilated(
+            x, kernel.astype(x.dtype), window_strides=(1, 1),
+            padding=[(self.padding, self.padding)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            y = y + self.param("bias", torch_bias_init(k * k * cin), (self.features,))
+        return y
+
+
+class SNDense(nn.Module):
+    """Spectral-normalised dense layer: (..., in) -> (..., features)."""
+
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", torch_kernel_init, (fan_in, self.features))
+        y = x @ spectral_normalize(self, kernel, train).astype(x.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", torch_bias_init(fan_in), (self.features,))
+        return y
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over all axes but the last, with PyTorch BatchNorm2d's statistics.
+
+    (..., C) -> (..., C). Training normalises with the biased batch variance and, as torch
+    does (flax.linen.BatchNorm does not), updates the running variance with the unbiased
+    one: running = momentum * running + (1 - momentum) * batch. `momentum` is Flax's
+    convention, 1 - PyTorch momentum. Eval uses the running statistics. Variables are
+    named as in flax.linen.BatchNorm: params scale, bias; batch_stats mean, var.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            if not self.is_initializing():
+                n = x.size // c  # torch refuses n == 1 in training; we keep the biased value then
+                m = self.momentum
+                running_mean.value = m * running_mean.value + (1 - m) * mean
+                running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
+        else:
+            mean, var = running_mean.value, running_var.value
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+def instance_norm(x: Array) -> Array:
+    """Instance norm without affine parameters (torch InstanceNorm2d defaults), NHWC."""
+    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + _IN_EPS)
+
+
+def upsample_nearest(x: Array) -> Array:
+    """Nearest-neighbour x2 upsampling: (B, H, W, C) -> (B, 2H, 2W, C)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def pool_2x2(x: Array, kind: str) -> Array:
+    """2x2 stride-2 'max' or 'avg' pooling: (B, H, W, C) -> (B, H/2, W/2, C)."""
+    check_choice(kind, ("max", "avg"), "pool")
+    pool = nn.max_pool if kind == "max" else nn.avg_pool
+    return pool(x, (2, 2), strides=(2, 2))

@@ -1,0 +1,231 @@
+"""f-UNetGAN training stages, scoring and the entry points launch.py calls.
+
+Stage 1 'adversarial' (REFERENCE.md 1.5): each jitted call runs n_critic discriminator
+updates (a `lax.scan` over n_critic batches) followed by one generator update with the last
+discriminator step's z. Stage 2 'encoder' (1.6): the encoder trains through frozen G and D.
+The state is one pytree: {'g', 'd', 'e'} variables (params, batch_stats, spectral) and
+{'opt_g', 'opt_d', 'opt_e'} optimiser states.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from anomaly_core import program
+from anomaly_core.train_loop import Stage
+from funetgan_jax import losses, scoring
+from funetgan_jax.build import build_discriminator, build_encoder, build_generator, describe as describe_models
+
+MUTABLE = ("batch_stats", "spectral")
+
+
+def _optimizer(name: str, lr: float, betas, setting: str) -> optax.GradientTransformation:
+    if name == "adam":
+        return optax.adam(lr, b1=betas[0], b2=betas[1])
+    if name == "rmsprop":
+        return optax.rmsprop(lr)
+    raise ValueError(f"{setting}={name!r} must be 'adam' or 'rmsprop'")
+
+
+def optimizers(config) -> dict[str, optax.GradientTransformation]:
+    t = config.train
+    return {
+        "g": _optimizer("adam", t.lr_g, t.betas, "config.train.optimizer_g"),
+        "d": _optimizer("adam", t.lr_d, t.betas, "config.train.optimizer_d"),
+        "e": _optimizer(t.encoder_optimizer, t.lr_e, t.betas, "config.train.encoder_optimizer"),
+    }
+
+
+def networks(config):
+    return build_generator(config.model), build_discriminator(config.model), build_encoder(config.model)
+
+
+def _split(variables) -> tuple[Any, dict]:
+    """(params, the other collections) of a variables dict."""
+    return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
+def init_state(config, rng) -> dict[str, Any]:
+    G, D, E = networks(config)
+    m = config.model
+    kg, kd, ke = jax.random.split(rng, 3)
+    x = jnp.zeros((1, m.image_size, m.image_size, m.channels), jnp.float32)
+    g = G.init({"params": kg}, jnp.zeros((1, m.z_dim), jnp.float32), train=False)
+    d = D.init({"params": kd}, x, train=False)
+    e = E.init({"params": ke}, x, train=False)
+    tx = optimizers(config)
+    return {
+        "g": g, "d": d, "e": e,
+        "opt_g": tx["g"].init(g["params"]),
+        "opt_d": tx["d"].init(d["params"]),
+        "opt_e": tx["e"].init(e["params"]),
+    }
+
+
+def adversarial_step(config, state, batches, rng):
+    """n_critic D updates on batches['image'] (n_critic, B, H, W, C), then one G update."""
+    G, D, _ = networks(config)
+    t = config.train
+    tx = optimizers(config)
+    z_dim = config.model.z_dim
+    images = batches["image"]
+    if images.ndim == 4:  # n_critic = 1: the loop passes a single, unstacked batch
+        images = images[None]
+    n_critic, batch = images.shape[0], images.shape[1]
+
+    def d_update(carry, inputs):
+        g_vars, d_vars, opt_d = carry
+        x, key = inputs
+        k_z, k_d = jax.random.split(key)
+        z = jax.random.normal(k_z, (batch, z_dim), x.dtype)
+        g_params, g_state = _split(g_vars)
+        fake, g_state = G.apply({"params": g_params, **g_state}, z, train=True, mutable=MUTABLE)
+        d_params, d_state = _split(d_vars)
+
+        def loss_fn(p):
+            d_fn = lambda inp, s: D.apply({"params": p, **s}, inp, train=True, mutable=MUTABLE)  # noqa: E731
+            return losses.discriminator_loss_from_networks(
+                d_fn, d_state, x, fake, k_d, consistency=t.consistency, interpolation=t.interpolation,
+                lambda_gp=t.lambda_gp, lambda_mix=t.lambda_mix,
+            )
+
+        (_, (metrics, d_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+        updates, opt_d = tx["d"].update(grads, opt_d, d_params)
+        d_params = optax.apply_updates(d_params, updates)
+        return ({"params": g_params, **g_state}, {"params": d_params, **d_state}, opt_d), (metrics, z)
+
+    keys = jax.random.split(rng, n_critic)
+    (g_vars, d_vars, opt_d), (d_metrics, zs) = jax.lax.scan(
+        d_update, (state["g"], state["d"], state["opt_d"]), (images, keys)
+    )
+    z = zs[-1]  # the generator step reuses the last discriminator step's z (REFERENCE.md 1.5)
+    g_params, g_state = _split(g_vars)
+    d_params, d_state = _split(d_vars)
+
+    def g_loss_fn(p):
+        fake, new_g_state = G.apply({"params": p, **g_state}, z, train=True, mutable=MUTABLE)
+        d_out, new_d_state = D.apply({"params": d_params, **d_state}, fake, train=True, mutable=MUTABLE)
+        loss, metrics = losses.generator_loss(d_out)
+        return loss, (metrics, new_g_state, new_d_state)
+
+    (_, (g_metrics, g_state, d_state)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g_params)
+    updates, opt_g = tx["g"].update(grads, state["opt_g"], g_params)
+    g_params = optax.apply_updates(g_params, updates)
+    metrics = {k: jnp.mean(v) for k, v in d_metrics.items()} | g_metrics
+    new_state = dict(state)
+    new_state.update(g={"params": g_params, **g_state}, d={"params": d_params, **d_state}, opt_d=opt_d, opt_g=opt_g)
+    return new_state, metrics
+
+
+def _frozen_fns(config, state):
+    """Eval-mode G and D feature functions (frozen: no statistics change)."""
+    G, D, _ = networks(config)
+    generate = lambda z: G.apply(state["g"], z, train=False)  # noqa: E731
+    features = lambda x: D.apply(state["d"], x, train=False, return_features=True)  # noqa: E731
+    return generate, features
+
+
+def encoder_objective(config, state, e_params, e_state, x):
+    _, _, E = networks(config)
+    generate, features = _frozen_fns(config, state)
+    encode = lambda inp, s: E.apply({"params": e_params, **s}, inp, train=True, mutable=MUTABLE)  # noqa: E731
+    return losses.encoder_loss(encode, generate, features, e_state, x, kappa=config.train.kappa,
+                               detach_critic=config.train.detach_critic)
+
+
+def encoder_step(config, state, batch, rng):  # noqa: ARG001 - deterministic stage
+    tx = optimizers(config)
+    e_params, e_state = _split(state["e"])
+    (_, (metrics, e_state)), grads = jax.value_and_grad(
+        lambda p: encoder_objective(config, state, p, e_state, batch["image"]), has_aux=True
+    )(e_params)
+    updates, opt_e = tx["e"].update(grads, state["opt_e"], e_params)
+    new_state = dict(state)
+    new_state.update(e={"params": optax.apply_updates(e_params, updates), **e_state}, opt_e=opt_e)
+    return new_state, metrics
+
+
+def reconstruct(config, state, x):
+    """xr = G(E(x)) in eval mode, and D's features of x and xr (one D pass on both)."""
+    G, D, E = networks(config)
+    z = E.apply(state["e"], x, train=False)
+    xr = G.apply(state["g"], z, train=False)
+    out = D.apply(state["d"], jnp.concatenate([x, xr]), train=False, return_features=True)
+    n = x.shape[0]
+    feats_x = (out.global_features[:n], out.pixel_features[:n])
+    feats_xr = (out.global_features[n:], out.pixel_features[n:])
+    return xr, feats_x, feats_xr
+
+
+def score_fn(config):
+    ev = config.eval
+
+    def score(state, batch):
+        x = batch["image"]
+        xr, fx, fxr = reconstruct(config, state, x)
+        image_scores, maps = scoring.anomaly_scores(
+            x, xr, fx, fxr, kappa=ev.kappa, smoothing_sigma=ev.smoothing_sigma, image_score=ev.image_score
+        )
+        return {"image_score": image_scores, "anomaly_map": maps, "reconstruction": xr}
+
+    return score
+
+
+def validation_fn(config):
+    """Per-example encoder loss (REFERENCE.md 1.6) on validation data, eval mode: picks the best encoder."""
+
+    def one(x, xr, fx, fxr):
+        add_batch = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
+        loss, _ = losses.encoder_loss_terms(*add_batch((x, xr, fx, fxr)), kappa=config.train.kappa)
+        return loss
+
+    def validate(state, batch):
+        x = batch["image"]
+        xr, fx, fxr = reconstruct(config, state, x)
+        return {"e_loss": jax.vmap(one)(x, xr, fx, fxr)}
+
+    return validate
+
+
+def stages(config) -> list[Stage]:
+    t = config.train
+    if t.n_critic < 1:
+        raise ValueError(f"config.train.n_critic={t.n_critic} must be >= 1")
+    if t.generator_steps < 0 or t.encoder_steps < 0:
+        raise ValueError("config.train.generator_steps and config.train.encoder_steps must be >= 0")
+    return [
+        Stage("adversarial", t.generator_steps, functools.partial(adversarial_step, config),
+              batches_per_step=t.n_critic),
+        Stage("encoder", t.encoder_steps, functools.partial(encoder_step, config)),
+    ]
+
+
+METHOD = program.Method(
+    name="funetgan",
+    init_state=init_state,
+    stages=stages,
+    score=score_fn,
+    validation=validation_fn,
+    best_metric="e_loss",
+    validation_stage="encoder",
+)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    return program.train_and_evaluate(METHOD, config, workdir)
+
+
+def evaluate(config, workdir: str) -> dict:
+    return program.evaluate(METHOD, config, workdir)
+
+
+def predict(config, workdir: str, input_dir: str) -> str:
+    return program.predict(METHOD, config, workdir, input_dir)
+
+
+def describe(config) -> str:
+    return describe_models(config.model)
