@@ -42,7 +42,8 @@ class ScoredSplit:
     panel_indices: list[int] | None = None  # record indices of `images`
 
 
-def _gather(x: jax.Array) -> np.ndarray:
+def gather(x: jax.Array) -> np.ndarray:
+    """The whole (batch-sharded) array on every process, as numpy."""
     if jax.process_count() > 1:
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
@@ -66,13 +67,13 @@ def score_batches(
     for local in batches:
         batch = parallel.global_batch(local, mesh)
         res = score_fn(batch)
-        valid = _gather(batch["valid"]).astype(bool)
+        valid = gather(batch["valid"]).astype(bool)
         for key, arr in (("index", batch["index"]), ("mask", batch["mask"]), ("label", batch["label"]),
                          ("image_score", res["image_score"]), ("anomaly_map", res["anomaly_map"])):
-            out[key].append(_gather(arr)[valid])
+            out[key].append(gather(arr)[valid])
         wanted = [j for j, i in enumerate(out["index"][-1]) if int(i) in keep_set]
         if wanted:
-            imgs, recs = _gather(batch["image"])[valid], _gather(res["reconstruction"])[valid]
+            imgs, recs = gather(batch["image"])[valid], gather(res["reconstruction"])[valid]
             for j in wanted:
                 kept[int(out["index"][-1][j])] = (imgs[j], recs[j])
     cat = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
@@ -196,12 +197,12 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
     for local in folder.batches(bs, process_index=jax.process_index(), process_count=jax.process_count()):
         batch = parallel.global_batch(local, mesh)
         res = score_fn(batch)
-        valid = _gather(batch["valid"]).astype(bool)
-        idx = _gather(batch["index"])[valid]
-        scores = _gather(res["image_score"])[valid]
-        maps = _gather(res["anomaly_map"])[valid]
-        imgs = _gather(batch["image"])[valid]
-        recs = _gather(res["reconstruction"])[valid]
+        valid = gather(batch["valid"]).astype(bool)
+        idx = gather(batch["index"])[valid]
+        scores = gather(res["image_score"])[valid]
+        maps = gather(res["anomaly_map"])[valid]
+        imgs = gather(batch["image"])[valid]
+        recs = gather(res["reconstruction"])[valid]
         for i, s, m, im, rc in zip(idx, scores, maps, imgs, recs):
             path = folder.paths[int(i)]
             stem = f"{int(i):05d}_{os.path.splitext(os.path.basename(path))[0]}"

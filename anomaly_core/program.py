@@ -61,13 +61,24 @@ def check_config(config) -> None:
             raise ValueError(f"config.train.{key}={config.train[key]} must be >= 1")
 
 
+def init_key(seed: int) -> jax.Array:
+    """The key that initialises the parameters.
+
+    'unsafe_rbg' derives the hundreds of per-variable keys with XLA's bit generator instead
+    of threefry hashing, which cuts the init program's CPU compile time about 3x (64 s vs
+    180 s for the quickstart's G, D and E on a loaded 2-core machine). Initial values stay a
+    deterministic function of the seed; training steps keep threefry keys.
+    """
+    return jax.random.key(seed, impl="unsafe_rbg")
+
+
 def _init(method: Method, config, mesh) -> State:
     init = jax.jit(lambda rng: method.init_state(config, rng), out_shardings=parallel.replicated(mesh))
-    return init(jax.random.key(config.seed))
+    return init(init_key(config.seed))
 
 
-def _abstract_state(method: Method, config, mesh) -> State:
-    shapes = jax.eval_shape(lambda rng: method.init_state(config, rng), jax.random.key(0))
+def abstract_state(method: Method, config, mesh) -> State:
+    shapes = jax.eval_shape(lambda rng: method.init_state(config, rng), init_key(0))
     rep = parallel.replicated(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
 
@@ -89,7 +100,8 @@ def _validation_fn(method: Method, config, mesh):
     fn = method.validation(config)
     if fn is None or method.best_metric is None:
         return None
-    jitted = jax.jit(fn, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
+    jitted = jax.jit(fn, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                     out_shardings=parallel.batch_sharded(mesh))
     n_val = len(data_lib.load_split(config.data, "val"))
     if n_val == 0:
         return None
@@ -103,8 +115,8 @@ def _validation_fn(method: Method, config, mesh):
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count()):
             batch = parallel.global_batch(local, mesh)
-            out = jax.device_get(jitted(state, batch))
-            valid = np.asarray(jax.device_get(batch["valid"])).astype(bool)
+            out = {k: evaluation.gather(v) for k, v in jitted(state, batch).items()}
+            valid = evaluation.gather(batch["valid"]).astype(bool)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(np.asarray(v)[valid].sum())
             count += int(valid.sum())
@@ -123,8 +135,9 @@ def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
         config.data, global_batch_size=config.train.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
     )
-    log.info("%s: %d devices, global batch %d (%d per process), stages %s", method.name, mesh.devices.size,
-             config.train.batch_size, per_process, [(s.name, s.num_steps) for s in stages])
+    log.info("%s: %d devices in %d processes, global batch %d (%d per process), stages %s", method.name,
+             mesh.devices.size, jax.process_count(), config.train.batch_size, per_process,
+             [(s.name, s.num_steps) for s in stages])
     writer = make_writer(workdir)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
@@ -160,7 +173,7 @@ def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
 def restore_for_inference(method: Method, config, workdir: str, mesh) -> tuple[State, int]:
     ckpt = _checkpointer(config, workdir, None)
     try:
-        restored = ckpt.restore(_abstract_state(method, config, mesh))
+        restored = ckpt.restore(abstract_state(method, config, mesh))
     finally:
         ckpt.close()
     if restored is None:

@@ -42,8 +42,20 @@ def quiet_library_logs() -> None:
         handler.addFilter(_QuietLibraries())
 
 
+def enable_compilation_cache() -> None:
+    """Persistent XLA cache: a resumed or repeated run skips recompiling its steps."""
+    import os
+
+    import jax
+
+    default = os.path.join(os.path.expanduser("~"), ".cache", "funetgan_gon_jax", "xla")
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", default))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None) -> int:
     quiet_library_logs()
+    enable_compilation_cache()
     try:
         if mode == "summary":
             print(module.describe(config))

@@ -116,7 +116,7 @@ def train(
     checkpointer: Checkpointer,
     writer: metric_writers.MetricWriter,
     loop: LoopConfig,
-    validation_fn: Callable[[Any], Mapping[str, float]] | None = None,
+    validation_fn: Callable[[Any, str], Mapping[str, float]] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> tuple[Any, int]:
     """Runs (or resumes) all stages. Returns (final state, number of steps run now).
@@ -197,7 +197,11 @@ def train(
                         f"parameters became non-finite by step {done} (stage '{stage.name}'); the last good "
                         f"checkpoint (step {checkpointer.latest_step()}) in {checkpointer.directory} is kept."
                     )
-                val = dict(validation_fn(state)) if (validation_fn and loop.best_metric) else None
+                val = dict(validation_fn(state, stage.name)) if (validation_fn and loop.best_metric) else None
+                if not val or loop.best_metric not in val:
+                    # This stage has no such metric (e.g. the adversarial stage returns {}). None, not
+                    # {}: Orbax's best-checkpoint policy looks the metric up in every non-None dict.
+                    val = None
                 if val:
                     writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
                 checkpointer.save(
