@@ -56,6 +56,20 @@ def main(argv: list[str]) -> int:
     return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing; an override naming no config setting is one line, not a traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections raises these, not a flags.Error
+        while e.args and isinstance(e.args[0], Exception):
+            e = e.args[0]
+        detail = str(e.args[0] if e.args else e).replace("\n", ". ")
+        names = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        bad = [n for n in names if any(f"'{part}'" in detail for part in n.split(".")[1:])] or names
+        print(f"FATAL Flags parsing error: {', '.join(bad)}: no such config setting {detail}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(lambda argv: sys.exit(main(argv) or 0))
+    app.run(lambda argv: sys.exit(main(argv) or 0), flags_parser=parse_flags)

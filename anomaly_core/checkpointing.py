@@ -3,12 +3,14 @@
 Layout: `<workdir>/checkpoints/<step>/{state,data,meta}`. The latest `keep` checkpoints are
 preserved, plus the best one by a validation metric when checkpoints carry one. A
 checkpoint that cannot be read (partially written, corrupted) is skipped on restore with a
-warning, falling back to the previous good one.
+warning, falling back to the previous good one; the skipped ones are renamed
+`<step>.unreadable-<time>` so the resumed run can save those steps again.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -128,6 +130,7 @@ class Checkpointer:
                 continue
             if failures:
                 log.warning("restored checkpoint step %d after skipping %d unreadable one(s)", s, len(failures))
+                self._set_aside(steps[: steps.index(s)])
             return s, restored["state"], dict(restored["data"] or {}), dict(restored["meta"] or {})
         if failures:
             raise CheckpointError(
@@ -135,6 +138,19 @@ class Checkpointer:
                 + "\nMove the checkpoints folder away to start afresh."
             )
         return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Renames unreadable checkpoints to `<step>.unreadable-<time>`: kept for inspection, and
+        out of the way of the resumed run, which saves those steps again (Orbax refuses to save
+        a step whose folder exists)."""
+        if jax.process_index() == 0:
+            for s in steps:
+                src = os.path.join(self.directory, str(s))
+                dst = f"{src}.unreadable-{int(time.time())}"
+                os.rename(src, dst)
+                log.warning("moved the unreadable checkpoint %s to %s", src, dst)
+        ocp.multihost.sync_global_processes(f"checkpointer_set_aside_{steps[-1]}")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

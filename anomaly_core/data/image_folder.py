@@ -53,6 +53,8 @@ def load_image_folder(path: str, data_cfg: ml_collections.ConfigDict) -> ImageFo
     validate_data_config(data_cfg)
     max_pixels, strict = int(data_cfg.max_image_pixels), bool(data_cfg.strict)
     if os.path.isfile(path):
+        if bad_name := image_io.utf8_problem(path):
+            raise image_io.ImageReadError(path, bad_name)
         image_io.check_image(path, max_pixels)  # one file: its error is the error
         return ImageFolder(
             "predict", [Record(path, UNKNOWN, "")], has_masks=False, data_cfg=data_cfg
@@ -70,6 +72,8 @@ def load_image_folder(path: str, data_cfg: ml_collections.ConfigDict) -> ImageFo
             reason = f"symlink resolves to {os.path.realpath(file)}, outside {real_root}"
         elif not image_io.is_image_name(file):
             reason = f"not an image file (extension {os.path.splitext(file)[1]!r})"
+        elif bad_name := image_io.utf8_problem(file):
+            reason = bad_name
         else:
             try:
                 image_io.check_image(file, max_pixels)

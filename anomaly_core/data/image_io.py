@@ -50,6 +50,19 @@ def is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
+def utf8_problem(path: str) -> str | None:
+    """Why `path` is unusable because it is not valid UTF-8, else None.
+
+    Python holds undecodable name bytes as lone surrogates; scores.csv and predictions.csv
+    are UTF-8 and could not hold such a name, so the file is skipped before any training.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"path {os.fsencode(path)!r} is not valid UTF-8 (rename it; outputs are UTF-8)"
+    return None
+
+
 def resolves_inside(path: str, real_root: str) -> bool:
     """True when `path`, after resolving symlinks, lies in the folder `real_root`."""
     real = os.path.realpath(path)

@@ -126,6 +126,8 @@ def scan_files(
             )
         elif not image_io.is_image_name(name):
             reason = f"not an image file (extension {os.path.splitext(name)[1]!r})"
+        elif bad_name := image_io.utf8_problem(path):
+            reason = bad_name
         else:
             try:
                 image_io.check_image(path, max_pixels)

@@ -1,0 +1,267 @@
+"""Interrupted and failing runs through launch.py: SIGKILL, SIGTERM, corrupt checkpoints,
+divergence, a full or read-only disk. Nothing may be lost: a resumed run ends bit for bit
+where a straight run ends.
+
+Runs are launch.py processes forked from a server that imported the program once
+(`fault_drill.Launcher('fork')`), so each starts in about a second instead of ~20 s.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from clu import metric_writers
+
+from anomaly_core import fault_drill, parallel
+from anomaly_core.checkpointing import Checkpointer
+from anomaly_core.train_loop import LoopConfig, Stage, train
+
+pytestmark = pytest.mark.faults
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, EVERY = 24, 2
+CONFIG = [
+    "--config=configs/gon_quickstart.py:digits",  # GON digits shrunk: 28x28, ngf 4, batch 4
+    "--config.model.ngf=4",
+    f"--config.train.steps={STEPS}",
+    "--config.train.batch_size=4",
+    f"--config.train.checkpoint_every={EVERY}",
+    "--config.train.log_every=1",
+    "--config.eval.batch_size=16",
+    "--config.eval.max_panels=1",
+    "--config.data.digits_per_anomalous_class=1",
+    "--config.data.digits_test_fraction=0.1",
+]
+
+
+@pytest.fixture(scope="module")
+def launcher():
+    return fault_drill.Launcher("fork", cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def drill(launcher, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("drill"))
+    report = fault_drill.drill(CONFIG, root, kills=10, seed=0, launcher=launcher, timeout=300)
+    print(report.summary())
+    return root, report
+
+
+@pytest.fixture(scope="module")
+def reference(drill):
+    workdir = os.path.join(drill[0], "reference")
+    return workdir, fault_drill.final_outputs(CONFIG, workdir)
+
+
+def run(launcher, workdir, log_path, *extra, timeout=300):
+    code, text = launcher.run([*CONFIG, f"--workdir={workdir}", *extra], str(log_path), timeout=timeout)
+    return code, text
+
+
+def test_sigkill_ten_times_then_resume_is_bit_identical(drill, reference):
+    _, report = drill
+    kills = report.kills
+    mid_write = sum(k.during_write for k in kills)
+    print(f"kills: tried {report.sent}, resumed OK {report.resumed_ok}, during a checkpoint write {mid_write}, "
+          f"resumed from steps {[k.resumed_from for k in kills]}")
+    assert report.sent == 10, report.summary()
+    assert report.resumed_ok == 10, report.summary()
+    assert mid_write >= 1, "no kill landed during an asynchronous checkpoint write:\n" + report.summary()
+    assert any(k.resumed_from for k in kills), "no rerun resumed from a checkpoint:\n" + report.summary()
+    assert report.final_code == 0 and report.diffs == [], report.summary()
+    assert reference[1].step == STEPS
+
+
+def test_sigterm_writes_a_checkpoint_exits_143_and_resumes(launcher, reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    child = launcher.start([*CONFIG, f"--workdir={workdir}"], str(tmp_path / "first.log"))
+    assert child.wait_for(fault_drill.PROGRESS, 300), child.log()[-3000:]
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(300) == 143, child.log()[-3000:]
+    m = re.search(r"SIGTERM received: checkpoint written at step (\d+)", child.log())
+    assert m, child.log()[-3000:]
+    step, arrays, _ = fault_drill.restore_checkpoint(CONFIG, workdir)
+    assert step == int(m.group(1)) < STEPS
+    assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
+
+    code, text = run(launcher, workdir, tmp_path / "second.log")
+    assert code == 0, text[-3000:]
+    assert f"resumed from checkpoint step {step} of {STEPS}" in text
+    assert fault_drill.differences(reference[1], fault_drill.final_outputs(CONFIG, workdir)) == []
+
+
+def _garble_step(step_dir: str) -> None:
+    """Truncates or overwrites with random bytes every file of a checkpoint's state and meta."""
+    rng = np.random.default_rng(0)
+    files = sorted(os.path.join(r, f) for item in ("state", "meta")
+                   for r, _, fs in os.walk(os.path.join(step_dir, item)) for f in fs)
+    assert files
+    for i, path in enumerate(files):
+        size = os.path.getsize(path)
+        if i % 2:
+            with open(path, "wb") as f:
+                f.write(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        else:
+            os.truncate(path, size // 2)
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_finishes_identically(launcher, reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference[0], workdir, symlinks=True)
+    ckpts = os.path.join(workdir, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+    assert steps[-1] == STEPS and STEPS - EVERY in steps
+    _garble_step(os.path.join(ckpts, str(STEPS)))
+    # A write that never finished (the process died): a tmp folder with a partial state.
+    partial = os.path.join(ckpts, f"{STEPS + EVERY}.orbax-checkpoint-tmp", "state")
+    os.makedirs(partial)
+    with open(os.path.join(partial, "_METADATA"), "w") as f:
+        f.write('{"tree_metadata": {')
+
+    code, text = run(launcher, workdir, tmp_path / "rerun.log")
+    assert f"checkpoint step {STEPS} in {ckpts} is unreadable" in text, text[-3000:]
+    assert "falling back to an earlier checkpoint" in text
+    assert f"resumed from checkpoint step {STEPS - EVERY} of {STEPS}" in text
+    assert code == 0, text[-3000:]
+    # The garbled checkpoint is kept for inspection under another name, out of the way of the
+    # resumed run, which saved step STEPS again.
+    assert f"moved the unreadable checkpoint {os.path.join(ckpts, str(STEPS))} to" in text
+    assert [d for d in os.listdir(ckpts) if d.startswith(f"{STEPS}.unreadable-")], os.listdir(ckpts)
+    assert fault_drill.differences(reference[1], fault_drill.final_outputs(CONFIG, workdir)) == []
+
+
+def test_divergence_exits_3_naming_step_and_loss_and_keeps_last_good_checkpoint(launcher, reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference[0], workdir, symlinks=True)
+    good = STEPS - 2 * EVERY
+    ckpts = os.path.join(workdir, "checkpoints")
+    for d in os.listdir(ckpts):
+        if not d.isdigit() or int(d) > good:
+            shutil.rmtree(os.path.join(ckpts, d))
+    code, text = run(launcher, workdir, tmp_path / "diverge.log", "--config.train.lr=1e30")
+    assert code == 3, text[-3000:]
+    m = re.search(r"error: training diverged: ([\w, ]+) became non-finite at step (\d+)", text)
+    assert m, text[-3000:]
+    assert "loss" in m.group(1) and good < int(m.group(2)) <= good + EVERY
+    assert f"last good checkpoint (step {good})" in text
+    assert "Traceback" not in text
+    step, arrays, data_state = fault_drill.restore_checkpoint(CONFIG, workdir)
+    ref_step, ref_arrays, ref_data = fault_drill.restore_checkpoint(CONFIG, reference[0], step=good)
+    assert step == ref_step == good and data_state == ref_data
+    assert all(arrays[k].tobytes() == ref_arrays[k].tobytes() for k in ref_arrays)
+
+
+@contextlib.contextmanager
+def tmpfs(path: str, options: str):
+    os.makedirs(path)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root (root ignores chmod, so no unprivileged read-only folder)")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
+
+
+@pytest.mark.parametrize("case, options, reason", [
+    ("full", "size=64k", "No space left on device"),
+    ("readonly", "ro,size=64k", "Read-only file system"),
+])
+def test_full_or_readonly_disk_is_a_clear_error_before_training(launcher, tmp_path, case, options, reason):
+    with tmpfs(str(tmp_path / case), options) as mnt:
+        workdir = os.path.join(mnt, "run")
+        code, text = run(launcher, workdir, tmp_path / "run.log")
+    assert code == 2, text[-3000:]
+    assert f"error: --workdir={workdir!r} is not writable ({reason})" in text, text[-3000:]
+    assert "Traceback" not in text and "] [1] " not in text  # not a single training step
+
+
+def test_workdir_under_a_file_is_a_clear_error(launcher, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, text = run(launcher, str(blocker / "run"), tmp_path / "run.log")
+    assert code == 2, text[-3000:]
+    assert f"--workdir={str(blocker / 'run')!r} is not writable" in text and "Traceback" not in text
+
+
+def test_drill_command_line():
+    """What a user types: `--help` works, and a stray argument is refused before any run."""
+    cmd = [sys.executable, "-m", "anomaly_core.fault_drill"]
+    out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0 and "--kills" in out.stdout and "--spawn {fork,exec}" in out.stdout, out.stderr
+    out = subprocess.run([*cmd, "--config=configs/gon_quickstart.py:digits", "--workdir=/nonexistent/x",
+                          "--kills=0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "--kills=0 must be >= 1" in out.stderr, out.stderr
+    out = subprocess.run([*cmd, "--config=c.py", "--workdir=w", "--bogus=1"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "unrecognised arguments: ['--bogus=1']" in out.stderr, out.stderr
+
+
+def test_differences_sees_one_changed_bit():
+    """The drill's comparison is what makes its 'bit-identical' verdict worth anything."""
+    arrays = {"['w']": np.array([1.0, -0.0, 3.5], np.float32)}
+    a = fault_drill.Outputs(4, arrays, {"pos": 8}, {"scores.csv": b"x,0.5\n"})
+    assert fault_drill.differences(a, a) == []
+    flipped = arrays["['w']"].copy()
+    flipped.view(np.uint32)[2] ^= 1  # 3.5 -> its float32 neighbour
+    b = fault_drill.Outputs(4, {"['w']": flipped}, {"pos": 8}, {"scores.csv": b"x,0.5\n"})
+    assert fault_drill.differences(a, b) == ["state['w']: 1 of 3 elements differ"]
+    zero = arrays["['w']"].copy()
+    zero[1] = 0.0  # +0.0 == -0.0 numerically, but not bit for bit
+    c = fault_drill.Outputs(4, {"['w']": zero}, {"pos": 9}, {"scores.csv": b"x,0.50\n"})
+    assert fault_drill.differences(a, c) == [
+        "state['w']: 1 of 3 elements differ", "data iterator state {'pos': 8} != {'pos': 9}", "scores.csv differs"]
+
+
+def test_stage_without_the_best_metric_survives_checkpoint_cleanup(tmp_path):
+    """f-UNetGAN's shape: validation ('e_loss') only in the second stage, and more first-stage
+    checkpoints than `keep`. Orbax's best-checkpoint policy reads the metric of every
+    checkpoint when it cleans up; one saved with metrics={} instead of None raised
+    KeyError('e_loss') at the second checkpoint of every real f-UNetGAN run."""
+    tx = optax.sgd(0.1)
+
+    def step(state, batch, rng):
+        loss, g = jax.value_and_grad(lambda w: jnp.mean((batch["x"] * w - 1.0) ** 2))(state["w"])
+        upd, opt = tx.update(g, state["opt"])
+        return {"w": optax.apply_updates(state["w"], upd), "opt": opt}, {"loss": loss}
+
+    class Batches:
+        pos = 0
+
+        def __next__(self):
+            self.pos += 1
+            return {"x": np.full((2, 1), float(self.pos), np.float32)}
+
+        def get_state(self):
+            return {"pos": self.pos}
+
+        def set_state(self, s):
+            self.pos = s["pos"]
+
+    def validate(state, stage):
+        return {} if stage == "a" else {"e_loss": float(jnp.sum(state["w"] ** 2))}
+
+    mesh = parallel.make_mesh()
+    w = jnp.zeros((1,))
+    ckpt = Checkpointer(str(tmp_path), keep=2, best_metric="e_loss")
+    try:
+        _, ran = train(state=parallel.replicate({"w": w, "opt": tx.init(w)}, mesh),
+                       stages=[Stage("a", 6, step), Stage("b", 4, step)], train_iter=Batches(), mesh=mesh,
+                       checkpointer=ckpt, writer=metric_writers.LoggingWriter(),
+                       loop=LoopConfig(log_every=2, checkpoint_every=2, best_metric="e_loss"), validation_fn=validate)
+        steps = ckpt.all_steps()
+    finally:
+        ckpt.close()
+    assert ran == 10 and steps[-2:] == [8, 10]
