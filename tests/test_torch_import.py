@@ -1,0 +1,368 @@
+"""anomaly_core.torch_import and the convert_checkpoint command: layouts, both directions,
+error messages, safe loading. Only tiny networks; the one XLA program is a tiny forward."""
+
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from anomaly_core import convert_checkpoint
+from anomaly_core.torch_import import (TorchImportError, flax_to_torch, layer_map, load_torch_checkpoint,
+                                       network_of, torch_to_flax)
+from funetgan_jax import build as funetgan_build
+from gon_jax import build as gon_build
+
+torch = pytest.importorskip("torch")
+funetgan_ref = pytest.importorskip("funetgan_jax.torch_reference")
+gon_ref = pytest.importorskip("gon_jax.torch_reference")
+from parity_helpers import forward_diffs, jit, nhwc  # noqa: E402
+
+pytestmark = pytest.mark.parity
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)  # the mirrors draw their initial weights from torch's global generator
+
+
+def funetgan_config(**overrides):
+    cfg = funetgan_build.default_model_config()
+    cfg.update(dict(image_size=32, width=4, z_dim=8, d_attention="cbam"))
+    cfg.update(overrides)
+    return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def _template(build_key):
+    """Variable shapes of a Flax network (jax.eval_shape traces its init: ~1 s, so cached)."""
+    kind, name, overrides = build_key
+    if kind == "funetgan":
+        cfg = funetgan_config(**dict(overrides))
+        module = {"generator": funetgan_build.build_generator, "discriminator": funetgan_build.build_discriminator,
+                  "encoder": funetgan_build.build_encoder}[name](cfg)
+        shape = funetgan_build.input_shape(module, cfg, 2)
+        return jax.eval_shape(lambda: funetgan_build.init_variables(module, jax.random.key(0), shape))
+    cfg = gon_config(*name, **dict(overrides))
+    return jax.eval_shape(lambda: gon_build.init_variables(cfg, jax.random.key(0)))
+
+
+def funetgan_pair(name, **overrides):
+    """(variable shapes of the Flax network, a freshly initialised PyTorch mirror)."""
+    template = _template(("funetgan", name, tuple(sorted(overrides.items()))))
+    return template, funetgan_ref.build_network(name, funetgan_config(**overrides))
+
+
+def gon_pair(kind, preset, **overrides):
+    template = _template(("gon", (kind, preset), tuple(sorted(overrides.items()))))
+    return template, gon_ref.build_model(gon_config(kind, preset, **overrides))
+
+
+def gon_config(kind, preset, **overrides):
+    cfg = gon_build.default_gon_model_config(kind, preset)
+    cfg.update(overrides)
+    return cfg
+
+
+PAIRS = {
+    "generator": lambda: funetgan_pair("generator"),
+    "discriminator": lambda: funetgan_pair("discriminator"),
+    "discriminator_conv": lambda: funetgan_pair("discriminator", d_block="conv", d_attention="none"),
+    "encoder": lambda: funetgan_pair("encoder", e_attention="cbam"),
+    "conv_gon": lambda: gon_pair("conv_gon", "mnist", nz=8, ngf=4),
+    "implicit_gon": lambda: gon_pair("implicit_gon", "mnist", nz=4, image_size=8, hidden=(8, 8, 8, 8)),
+    "variational_gon": lambda: gon_pair("variational_gon", "vae32", nz=8, ngf=4),
+    "cae": lambda: gon_pair("cae", "mvtec", widths=(4, 8)),
+}
+
+
+def randomise_statistics(torch_module, gen):
+    """Running statistics and counters away from their defaults, so a dropped or swapped one shows."""
+    with torch.no_grad():
+        for m in torch_module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.num_batches_tracked.fill_(7)
+
+
+def random_variables(template, seed=0):
+    """Random values in the shapes of a Flax template (no init, no compile)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape).astype(np.float32)), template)
+
+
+# ----------------------------------------------------------------------------------------
+# Layouts on hand-made values
+
+
+def test_layouts_of_one_conv_and_its_spectral_vectors():
+    """Conv weight (O, I, kh, kw) -> kernel (kh, kw, I, O), element by element; and the Flax
+    spectral norm (u^T W v with W the HWIO kernel viewed as (kh*kw*I, O) transposed and v in
+    HWIO-flatten order) divides by exactly the sigma PyTorch divided by in its eval forward."""
+    template, tm = PAIRS["encoder"]()
+    tm.eval()
+    with torch.no_grad():
+        tm(torch.rand(2, 3, 32, 32))  # eval forward: weight = weight_orig / sigma(stored u, v)
+    variables = torch_to_flax(tm.state_dict(), template)
+    layer = tm.residual_conv_1.conv1  # (8, 4, 3, 3): every axis distinct in size
+    w = layer.weight_orig.detach().numpy()
+    kernel = np.asarray(variables["params"]["block1"]["conv1"]["kernel"])
+    assert kernel.shape == (3, 3, 4, 8)
+    for o, i, h, x in [(0, 0, 0, 0), (7, 3, 2, 1), (5, 1, 0, 2), (2, 3, 1, 0)]:
+        assert kernel[h, x, i, o] == w[o, i, h, x]
+    spectral = variables["spectral"]["block1"]["conv1"]
+    u, v = np.asarray(spectral["u"], np.float64), np.asarray(spectral["v"], np.float64)
+    sigma = u @ (kernel.reshape(-1, 8).astype(np.float64).T @ v)
+    # PyTorch computed sigma in float32 (a 36-term dot product), hence rtol 1e-5.
+    np.testing.assert_allclose(np.transpose(kernel / sigma, (3, 2, 0, 1)), layer.weight.detach().numpy(), rtol=1e-5)
+
+
+def test_layouts_of_transposed_conv_dense_and_batch_norm():
+    template, tm = PAIRS["variational_gon"]()
+    randomise_statistics(tm, torch.Generator().manual_seed(0))
+    variables = torch_to_flax(tm.state_dict(), template)
+    convt = tm.main[0].weight.detach().numpy()  # ConvTranspose2d (I=8, O=16, 4, 4)
+    kernel = np.asarray(variables["params"]["decoder"]["convt0"]["kernel"])
+    assert convt.shape == (8, 16, 4, 4) and kernel.shape == (4, 4, 16, 8)
+    assert kernel[1, 3, 5, 2] == convt[2, 5, 1, 3]
+    np.testing.assert_array_equal(np.asarray(variables["params"]["mu_head"]["kernel"]), tm.fc21.weight.detach().numpy().T)
+    bn = tm.main[1]
+    stats = variables["batch_stats"]["decoder"]["bn0"]
+    np.testing.assert_array_equal(np.asarray(stats["mean"]), bn.running_mean.numpy())
+    np.testing.assert_array_equal(np.asarray(stats["var"]), bn.running_var.numpy())
+    np.testing.assert_array_equal(np.asarray(variables["params"]["decoder"]["bn0"]["scale"]), bn.weight.detach().numpy())
+
+
+# ----------------------------------------------------------------------------------------
+# Both directions
+
+
+@pytest.mark.parametrize("network", list(PAIRS))
+def test_round_trip_torch_flax_torch(network):
+    """Every tensor comes back bit for bit, in the mirror's key order, num_batches_tracked kept;
+    and the result loads with strict=True."""
+    template, tm = PAIRS[network]()
+    randomise_statistics(tm, torch.Generator().manual_seed(1))
+    sd = tm.state_dict()
+    back = flax_to_torch(torch_to_flax(sd, template), tm)
+    assert list(back) == list(sd)
+    for key, value in sd.items():
+        assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
+    tm.load_state_dict(back, strict=True)
+
+
+@pytest.mark.parametrize("network", ["discriminator", "conv_gon"])
+def test_round_trip_flax_torch_flax(network):
+    """Flax values -> state_dict built from the mapping alone (no PyTorch template) -> loaded
+    strictly into the mirror -> back to Flax unchanged."""
+    template, tm = PAIRS[network]()
+    variables = random_variables(template)
+    tm.load_state_dict(flax_to_torch(variables, None), strict=True)
+    jax.tree.map(np.testing.assert_array_equal, torch_to_flax(tm.state_dict(), template), variables)
+
+
+def converged_spectral_vectors(variables):
+    """Each spectral-norm layer's (u, v) set to the top singular pair of its kernel, as power
+    iteration leaves them after training. (Straight after init they are random, u^T W v can be
+    near 0, and an eval forward then divides by almost nothing on both sides alike.)"""
+    params, spectral = variables["params"], variables["spectral"]
+
+    def fix(p, s):
+        if "u" in s:
+            w = np.asarray(p["kernel"], np.float64).reshape(-1, s["u"].shape[0]).T  # (out, kh*kw*in), HWIO order
+            left, _, right = np.linalg.svd(w, full_matrices=False)
+            return {"u": jnp.asarray(left[:, 0], jnp.float32), "v": jnp.asarray(right[0], jnp.float32)}
+        return {k: fix(p[k], v) for k, v in s.items()}
+
+    return {**variables, "spectral": fix(params, spectral)}
+
+
+def test_exported_weights_reproduce_flax_outputs():
+    """The reverse direction end to end: an encoder with Flax-side values exported to the
+    PyTorch mirror gives the same latents in eval mode."""
+    cfg = funetgan_config()
+    module = funetgan_build.build_encoder(cfg)
+    template = _template(("funetgan", "encoder", ()))
+    variables = converged_spectral_vectors(random_variables(template, seed=3))
+    tm = funetgan_ref.build_network("encoder", cfg)
+    tm.load_state_dict(flax_to_torch(variables, tm), strict=True)
+    tm.eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        forward_diffs([(jit(functools.partial(module.apply, train=False))(variables, jnp.asarray(nhwc(x))), tm(x),
+                        "latent")], "exported encoder")
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints that do not fit
+
+
+def import_error(state_dict, template, **kwargs):
+    with pytest.raises(TorchImportError) as info:
+        torch_to_flax(state_dict, template, **kwargs)
+    return str(info.value)
+
+
+def test_missing_keys_are_named_with_their_shapes():
+    template, tm = PAIRS["encoder"]()
+    sd = tm.state_dict()
+    del sd["linear.weight_u"], sd["residual_conv_2.conv1.weight_orig"]
+    message = import_error(sd, template, source="enc.pth")
+    assert "enc.pth does not fit the encoder network" in message
+    assert "missing keys (2)" in message
+    assert "linear.weight_u (expected shape (8,))" in message
+    assert "residual_conv_2.conv1.weight_orig (expected shape (16, 8, 3, 3))" in message
+    assert "unexpected" not in message and "wrong shapes" not in message
+
+
+def test_unexpected_keys_are_named():
+    template, tm = PAIRS["conv_gon"]()
+    sd = tm.state_dict()
+    sd["network.99.weight"] = torch.zeros(3, 2)
+    message = import_error(sd, template)
+    assert "unexpected keys (1)" in message and "network.99.weight (3, 2)" in message
+    assert "missing" not in message
+
+
+def test_wrong_shapes_are_named():
+    """A checkpoint of a wider configuration: every key present, shapes off."""
+    template, _ = PAIRS["generator"]()
+    _, wider = funetgan_pair("generator", width=8)
+    message = import_error(wider.state_dict(), template)
+    assert "wrong shapes" in message and "missing" not in message
+    assert ("proj_o.1.weight: checkpoint (3, 8, 3, 3), expected (3, 4, 3, 3) "
+            "(Flax params/out_conv/kernel (3, 3, 4, 3))") in message
+
+
+def test_wrong_architecture_is_named():
+    """A generator checkpoint loaded as a discriminator, and a residual discriminator loaded
+    into the 'conv' variant (no shortcut convolutions, no CBAM)."""
+    template, _ = PAIRS["discriminator"]()
+    _, generator = PAIRS["generator"]()
+    message = import_error(generator.state_dict(), template)
+    assert "does not fit the discriminator network" in message
+    assert "input_layer.conv1.weight_orig (expected shape (4, 3, 3, 3))" in message
+    assert "g_blocks.0.0.conv1.weight_orig (16, 32, 3, 3)" in message
+    assert "probably of another network or another configuration" in message
+
+    conv_template, _ = PAIRS["discriminator_conv"]()
+    _, residual = PAIRS["discriminator"]()
+    message = import_error(residual.state_dict(), conv_template)
+    assert "missing keys" not in message
+    assert "residual_conv_1.conv_sc.weight_orig" in message
+    assert "input_layer.attention1.ChannelGate.mlp.1.weight" in message
+
+
+def test_wrapped_checkpoints_are_opened():
+    """{'state_dict': ...} with DataParallel's 'module.' prefix reads like the plain dict."""
+    template, tm = PAIRS["cae"]()
+    sd = tm.state_dict()
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in sd.items()}}
+    jax.tree.map(np.testing.assert_array_equal, torch_to_flax(wrapped, template), torch_to_flax(sd, template))
+
+
+def test_unrecognised_variables_and_wrong_network_are_named():
+    with pytest.raises(TorchImportError, match=r"cannot tell which network.*\['mystery'\]"):
+        network_of({"params": {"mystery": {}}})
+    template, _ = PAIRS["encoder"]()
+    with pytest.raises(TorchImportError, match="network must be one of"):
+        layer_map(template, "resnet")
+    with pytest.raises(TorchImportError, match="the Flax template has no parameters at proj_z"):
+        torch_to_flax({}, template, network="generator")
+
+
+def test_export_into_a_mismatched_template_is_named():
+    template, _ = PAIRS["encoder"]()
+    _, wider = funetgan_pair("encoder", width=8, e_attention="cbam")
+    with pytest.raises(TorchImportError, match=r"wrong shapes.*\n.*input_layer\.weight_orig: Flax gives \(4, 3, 3, 3\)"):
+        flax_to_torch(random_variables(template), wider)
+
+
+# ----------------------------------------------------------------------------------------
+# Files
+
+
+class _Payload:
+    """Unpickling this calls os.mkdir(path): code a checkpoint must never run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = str(tmp_path / "payload_ran")
+    path = str(tmp_path / "evil.pth")
+    torch.save({"weight": torch.zeros(2), "payload": _Payload(marker)}, path)
+    with pytest.raises(TorchImportError) as info:
+        load_torch_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused to load") and "mkdir" in message and "weights_only=True" in message
+    assert not os.path.exists(marker)
+
+
+def test_unreadable_missing_and_multi_network_files(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(TorchImportError, match="garbage.pth: not a readable PyTorch checkpoint"):
+        load_torch_checkpoint(str(garbage))
+    with pytest.raises(FileNotFoundError, match="nothing.pth does not exist"):
+        load_torch_checkpoint(str(tmp_path / "nothing.pth"))
+    _, tm = PAIRS["cae"]()
+    both = str(tmp_path / "both.pth")
+    torch.save({"cae": tm.state_dict(), "step": 3}, both)
+    with pytest.raises(TorchImportError, match=r"these entries are not tensors: cae \(OrderedDict\), step \(int\).*--pth_key"):
+        load_torch_checkpoint(both)
+    assert list(load_torch_checkpoint(both, key="cae")) == list(tm.state_dict())
+    with pytest.raises(TorchImportError, match=r"has no entry 'gen' \(top-level keys: \['cae', 'step'\]\)"):
+        load_torch_checkpoint(both, key="gen")
+
+
+def test_convert_command(tmp_path):
+    """The command once as users run it (subprocess, tiny quickstart encoder), then its
+    functions in-process: --reverse export, a mismatched network, an existing output."""
+    from configs.quickstart import get_config
+
+    config = get_config()
+    tm = funetgan_ref.build_network("encoder", config.model)
+    randomise_statistics(tm, torch.Generator().manual_seed(2))
+    pth, out = str(tmp_path / "encoder.pth"), str(tmp_path / "orbax")
+    torch.save(tm.state_dict(), pth)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run([sys.executable, "-m", "anomaly_core.convert_checkpoint", "--config=configs/quickstart.py",
+                          f"--pth={pth}", "--network=encoder", f"--out={out}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == f"wrote {out}"
+
+    abstract = convert_checkpoint.abstract_variables(config, "encoder")
+    restored = convert_checkpoint.restore_variables(out, abstract)
+    jax.tree.map(np.testing.assert_array_equal, restored, torch_to_flax(tm.state_dict(), abstract))
+
+    back = convert_checkpoint.export(config, "encoder", out, str(tmp_path / "back.pth"))
+    exported = torch.load(back, weights_only=True)
+    assert list(exported) == list(tm.state_dict())
+    assert all(torch.equal(exported[k], v) for k, v in tm.state_dict().items())
+
+    with pytest.raises(TorchImportError, match="does not fit the generator network"):
+        convert_checkpoint.convert(config, "generator", pth, str(tmp_path / "wrong"))
+    with pytest.raises(FileExistsError, match="already exists; choose a new folder or pass --force"):
+        convert_checkpoint.convert(config, "encoder", pth, out)
+    with pytest.raises(ValueError, match="--network=gon needs a gon config"):
+        convert_checkpoint.convert(config, "gon", pth, str(tmp_path / "gon"))
+
+
+def test_convert_command_help():
+    run = subprocess.run([sys.executable, "-m", "anomaly_core.convert_checkpoint", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and not run.stderr, run.stderr  # absl's --help exits with status 1
+    for text in ("--config", "--pth", "--network", "--out", "--reverse", "--pth_key", "weights_only=True"):
+        assert text in run.stdout, text
