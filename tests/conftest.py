@@ -7,6 +7,7 @@ of seconds to compile on a CPU; tests that build the same program in several pro
 import os
 
 import jax
+import pytest
 
 CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache")
@@ -14,3 +15,20 @@ CACHE = os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _utf8_safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Reports with file names that are not valid UTF-8 (the hostile-input corpus writes
+    some, and the loaders log them) must still cross pytest-xdist's UTF-8-only channel."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(name, _utf8_safe(text)) for name, text in report.sections]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if _utf8_safe(text) != text:
+            report.longrepr = _utf8_safe(text)
