@@ -19,7 +19,7 @@ SHARDED_VS_SINGLE = textwrap.dedent(
     jax.config.update("jax_num_cpu_devices", 4)
     # float64: an untrained U-Net critic (spectral norms not yet converged, gradient norms in
     # the hundreds) amplifies float32 rounding so much that merely reducing the batch in
-    # another order moves the encoder's gradients by about 1%; in float64 the same
+    # another order moves the gradients by about 1%; in float64 the same
     # comparison isolates what sharding could break (global BatchNorm statistics, the
     # per-example penalties and Mixup pairing, replicated parameter updates).
     jax.config.update("jax_enable_x64", True)
@@ -39,14 +39,15 @@ SHARDED_VS_SINGLE = textwrap.dedent(
     rng = np.random.default_rng(0)
     k, b, s = config.train.n_critic, config.train.batch_size, config.data.image_size
     batches = {"image": rng.uniform(size=(k, b, s, s, 3))}
-    batch = {"image": batches["image"][0]}
 
     def run(devices):
         mesh = parallel.make_mesh(devices)
         rep = parallel.replicated(mesh)
         out = {}
-        for name, fn, data, stacked in (("adv", ft.adversarial_step, batches, True),
-                                        ("enc", ft.encoder_step, batch, False)):
+        # The adversarial step only: it holds everything sharding could break. The encoder
+        # step is a plain batch-mean loss through frozen networks (and compiling it for one
+        # and four devices would add minutes to the test on a 2-core CPU).
+        for name, fn, data, stacked in (("adv", ft.adversarial_step, batches, True),):
             step = jax.jit(lambda st, x, r, fn=fn: fn(config, st, x, r),
                            in_shardings=(rep, parallel.batch_sharded(mesh, stacked=stacked), None))
             st, m = step(parallel.replicate(state0, mesh), parallel.global_batch(data, mesh, stacked=stacked),
@@ -72,7 +73,7 @@ SHARDED_VS_SINGLE = textwrap.dedent(
 )
 
 
-def _run_python(code: str, timeout: int = 600, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def _run_python(code: str, timeout: int = 1200, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
