@@ -20,28 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gon_jax.decoders import Stage, mnist_stages, mvtec_stages, vae32_stages
+
 BN_MOMENTUM = 0.1  # torch convention (flax momentum 0.9)
 
-# A stage is one ConvTranspose2d: (out_channels, kernel, stride, padding). Every stage but
-# the last is followed by BatchNorm and the activation, the last by the output function.
-Stage = tuple[int, int, int, int]
+# The decoders' stage tables (one ConvTranspose2d each: out_channels, kernel, stride,
+# padding) are shared with the Flax side: they are shapes, checked by the exact parameter
+# counts; what this mirror checks is the computation.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU}
 OUTPUTS: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-
-
-def mvtec_stages(ngf: int = 124, channels: int = 3) -> tuple[Stage, ...]:
-    """REFERENCE.md 2.2, 64x64: 1 -> 4 -> 8 -> 16 -> 32 -> 64."""
-    return ((8 * ngf, 4, 1, 0), (4 * ngf, 4, 2, 1), (2 * ngf, 4, 2, 1), (ngf, 4, 2, 1), (channels, 4, 2, 1))
-
-
-def mnist_stages(ngf: int = 64, channels: int = 1) -> tuple[Stage, ...]:
-    """REFERENCE.md 2.3, 28x28: 1 -> 4 -> 7 -> 14 -> 28."""
-    return ((4 * ngf, 4, 1, 0), (2 * ngf, 3, 2, 1), (ngf, 4, 2, 1), (channels, 4, 2, 1))
-
-
-def vae32_stages(ngf: int = 32, channels: int = 1) -> tuple[Stage, ...]:
-    """cwkx/GON Variational-GON.py decoder, 32x32: 1 -> 4 -> 8 -> 16 -> 32."""
-    return ((4 * ngf, 4, 1, 0), (2 * ngf, 4, 2, 1), (ngf, 4, 2, 1), (channels, 4, 2, 1))
 
 
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
