@@ -25,6 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.augment = True  # RandomResizedCrop(scale 0.5-1.0) + horizontal flip
 
     config.model = default_model_config()
+    # Computation dtype: 'float32' | 'bfloat16' (params, losses, penalty norms and normalisation
+    # statistics stay float32; docs/BENCHMARKS.md has the measured speed and agreement).
+    config.model.dtype = "float32"
 
     config.train = ml_collections.ConfigDict(dict(
         batch_size=16,

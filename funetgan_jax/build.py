@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from anomaly_core.precision import compute_dtype
 from anomaly_core.summary import parameter_summary
 from funetgan_jax.cbam import SPATIAL_NORMS
 from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, UNetDiscriminator
@@ -22,8 +23,6 @@ _CHOICES = {
     "d_attention": ATTENTIONS,
     "e_attention": ATTENTIONS,
 }
-
-
 def default_model_config() -> ml_collections.ConfigDict:
     """Full-size f-UNetGAN model settings (REFERENCE.md 1): 128x128x3, z 100, width 64."""
     return ml_collections.ConfigDict(dict(
@@ -62,7 +61,7 @@ def build_generator(model_cfg: Any) -> Generator:
     generator_multipliers(cfg.image_size)
     return Generator(z_dim=cfg.z_dim, width=cfg.width, image_size=cfg.image_size, channels=cfg.channels,
                      output=cfg.generator_output, cbam_reduction=cfg.cbam_reduction,
-                     spatial_norm=cfg.spatial_norm)
+                     spatial_norm=cfg.spatial_norm, dtype=compute_dtype(cfg))
 
 
 def build_discriminator(model_cfg: Any) -> UNetDiscriminator:
@@ -70,7 +69,8 @@ def build_discriminator(model_cfg: Any) -> UNetDiscriminator:
     cfg = _validated(model_cfg, ("image_size", "width", "cbam_reduction", "spatial_norm", "d_block",
                                  "d_attention"), divisor=16)
     return UNetDiscriminator(width=cfg.width, block=cfg.d_block, attention=cfg.d_attention,
-                             cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm)
+                             cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm,
+                             dtype=compute_dtype(cfg))
 
 
 def build_encoder(model_cfg: Any) -> Encoder:
@@ -78,7 +78,7 @@ def build_encoder(model_cfg: Any) -> Encoder:
     cfg = _validated(model_cfg, ("image_size", "z_dim", "width", "cbam_reduction", "spatial_norm",
                                  "e_attention"), divisor=32)
     return Encoder(z_dim=cfg.z_dim, width=cfg.width, attention=cfg.e_attention,
-                   cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm)
+                   cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm, dtype=compute_dtype(cfg))
 
 
 def input_shape(module: nn.Module, model_cfg: Any, batch_size: int = 1) -> tuple[int, ...]:

@@ -1,9 +1,12 @@
 """CBAM attention (REFERENCE.md 1.1): channel gate, then spatial gate on the gated tensor."""
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from anomaly_core.precision import cast
 from funetgan_jax.layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
@@ -18,13 +21,16 @@ class ChannelGate(nn.Module):
     """
 
     reduction: int = 16
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         c = x.shape[-1]
         hidden = max(1, c // self.reduction)  # max(1, .) so tiny test widths work
-        fc1 = nn.Dense(hidden, kernel_init=torch_kernel_init, bias_init=torch_bias_init(c), name="mlp_hidden")
-        fc2 = nn.Dense(c, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hidden), name="mlp_out")
+        fc1 = nn.Dense(hidden, kernel_init=torch_kernel_init, bias_init=torch_bias_init(c), dtype=self.dtype,
+                       name="mlp_hidden")
+        fc2 = nn.Dense(c, kernel_init=torch_kernel_init, bias_init=torch_bias_init(hidden), dtype=self.dtype,
+                       name="mlp_out")
         att = fc2(nn.relu(fc1(jnp.mean(x, axis=(1, 2))))) + fc2(nn.relu(fc1(jnp.max(x, axis=(1, 2)))))
         return nn.sigmoid(att)[:, None, None, :]
 
@@ -37,6 +43,7 @@ class SpatialGate(nn.Module):
     """
 
     norm: str = "batch"
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         check_choice(self.norm, SPATIAL_NORMS, "config.model.spatial_norm")
@@ -45,19 +52,21 @@ class SpatialGate(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         s = jnp.concatenate([jnp.max(x, axis=-1, keepdims=True), jnp.mean(x, axis=-1, keepdims=True)], axis=-1)
-        s = nn.Conv(1, (7, 7), padding=3, use_bias=False, kernel_init=torch_kernel_init, name="conv")(s)
+        s = nn.Conv(1, (7, 7), padding=3, use_bias=False, kernel_init=torch_kernel_init, dtype=self.dtype,
+                    name="conv")(s)
         if self.norm == "batch":
             # Couples the samples of a batch (weakens a per-sample gradient penalty);
             # kept as the reference-faithful default, 'none' is the alternative.
-            s = BatchNorm(momentum=0.99, epsilon=1e-5, name="bn")(s, train=train)
+            s = BatchNorm(momentum=0.99, epsilon=1e-5, dtype=self.dtype, name="bn")(s, train=train)
         return nn.sigmoid(s)
 
 
 class CBAM(nn.Module):
-    """Convolutional block attention: x * channel gate, then * spatial gate. (B,H,W,C) -> same."""
+    """Convolutional block attention: x * channel gate, then * spatial gate. (B,H,W,C) -> same, in `dtype`."""
 
     reduction: int = 16
     spatial_norm: str = "batch"
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         check_choice(self.spatial_norm, SPATIAL_NORMS, "config.model.spatial_norm")
@@ -67,5 +76,6 @@ class CBAM(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        x = x * ChannelGate(self.reduction, name="channel_gate")(x)
-        return x * SpatialGate(self.spatial_norm, name="spatial_gate")(x, train=train)
+        x = cast(x, self.dtype)
+        x = x * ChannelGate(self.reduction, self.dtype, name="channel_gate")(x)
+        return x * SpatialGate(self.spatial_norm, self.dtype, name="spatial_gate")(x, train=train)

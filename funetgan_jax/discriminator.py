@@ -4,12 +4,13 @@ The paper's four variants are one module: block in {'residual', 'conv'} (the 'co
 ResidualConv without its shortcut) x attention in {'none', 'cbam'} (contracting path only).
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from anomaly_core.precision import cast
 from funetgan_jax.cbam import CBAM
 from funetgan_jax.layers import (SNConv, SNDense, check_choice, instance_norm, pool_2x2, torch_bias_init,
                                  torch_kernel_init, upsample_nearest)
@@ -40,6 +41,7 @@ class ResidualConv(nn.Module):
     shortcut: bool = True
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         check_choice(self.attention, ATTENTIONS, "ResidualConv.attention (config.model.d_attention/e_attention)")
@@ -48,20 +50,20 @@ class ResidualConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        x = instance_norm(x)  # the shortcut uses this normalised x, as in the reference
+        x = instance_norm(cast(x, self.dtype))  # the shortcut uses this normalised x, as in the reference
         h = nn.relu(x) if self.preact else x
-        h = SNConv(self.features, 3, padding=1, name="conv1")(h, train=train)
+        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv1")(h, train=train)
         h = nn.leaky_relu(instance_norm(h), 0.2)
-        h = SNConv(self.features, 3, padding=1, name="conv2")(h, train=train)
+        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv2")(h, train=train)
         if self.down:
             h = pool_2x2(h, self.pool)
         if self.attention == "cbam":
-            h = CBAM(self.cbam_reduction, self.spatial_norm, name="cbam")(h, train=train)
+            h = CBAM(self.cbam_reduction, self.spatial_norm, self.dtype, name="cbam")(h, train=train)
         if not self.shortcut:
             return h
         if x.shape[-1] == self.features and not self.down:
             return h + x
-        conv_sc = SNConv(self.features, 1, name="conv_sc")
+        conv_sc = SNConv(self.features, 1, dtype=self.dtype, name="conv_sc")
         if self.preact:
             s = conv_sc(x, train=train)
             s = pool_2x2(s, self.pool) if self.down else s
@@ -73,7 +75,8 @@ class ResidualConv(nn.Module):
 
 class DiscriminatorOutput(NamedTuple):
     """global_logit (B,), pixel_logits (B, H, W, 1); features only with return_features=True:
-    global_features f_enc (B, 16*width), pixel_features f_dec (B, H, W, width)."""
+    global_features f_enc (B, 16*width), pixel_features f_dec (B, H, W, width). All in the
+    discriminator's `dtype` (the losses compute in float32)."""
 
     global_logit: Array
     pixel_logits: Array
@@ -89,6 +92,7 @@ class UNetDiscriminator(nn.Module):
     attention: str = "none"
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         check_choice(self.block, D_BLOCKS, "config.model.d_block")
@@ -105,7 +109,7 @@ class UNetDiscriminator(nn.Module):
         def block(features: int, down: bool, attention: str, name: str) -> ResidualConv:
             return ResidualConv(features, preact=down, down=down, attention=attention,
                                 shortcut=self.block == "residual", cbam_reduction=self.cbam_reduction,
-                                spatial_norm=self.spatial_norm, name=name)
+                                spatial_norm=self.spatial_norm, dtype=self.dtype, name=name)
 
         skips = []
         h = x
@@ -118,9 +122,9 @@ class UNetDiscriminator(nn.Module):
             h = block(filters[i], down=False, attention="none", name=f"dec{i + 1}")(h, train=train)
 
         f_enc = jnp.sum(nn.leaky_relu(e5, 0.2), axis=(1, 2))
-        global_logit = SNDense(1, name="linear")(f_enc, train=train)[:, 0]
+        global_logit = SNDense(1, dtype=self.dtype, name="linear")(f_enc, train=train)[:, 0]
         pixel_logits = nn.Conv(1, (1, 1), kernel_init=torch_kernel_init, bias_init=torch_bias_init(self.width),
-                               name="output_conv")(h)
+                               dtype=self.dtype, name="output_conv")(h)
         if return_features:
             return DiscriminatorOutput(global_logit, pixel_logits, f_enc, h)
         return DiscriminatorOutput(global_logit, pixel_logits)

@@ -1,5 +1,7 @@
 """f-UNetGAN encoder (REFERENCE.md 1.4): image -> latent in (-1, 1)."""
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ Array = jax.Array
 
 
 class Encoder(nn.Module):
-    """image (B, H, W, C), H and W divisible by 32 -> z (B, z_dim) in (-1, 1).
+    """image (B, H, W, C), H and W divisible by 32 -> z (B, z_dim) in (-1, 1), in `dtype`.
 
     SNConv3x3(C -> w), five EBlocks (w -> 2w -> 4w -> 8w -> 16w -> 16w, each preact, down),
     channel-major flatten, SN Dense, tanh. EBlock = ResidualConv with pool='avg'.
@@ -22,6 +24,7 @@ class Encoder(nn.Module):
     attention: str = "none"
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         # The reference E_ResidualConv has no attention argument (a defect); 1.4 makes it a switch.
@@ -33,11 +36,11 @@ class Encoder(nn.Module):
         if x.ndim != 4 or x.shape[1] % 32 or x.shape[2] % 32:
             raise ValueError(f"Encoder needs images (B, H, W, C) with H and W divisible by 32 "
                              f"(config.model.image_size), got shape {x.shape}")
-        h = SNConv(self.width, 3, padding=1, name="input_conv")(x, train=train)
+        h = SNConv(self.width, 3, padding=1, dtype=self.dtype, name="input_conv")(x, train=train)
         for i, m in enumerate((2, 4, 8, 16, 16)):
             h = ResidualConv(m * self.width, preact=True, down=True, attention=self.attention, pool="avg",
                              cbam_reduction=self.cbam_reduction, spatial_norm=self.spatial_norm,
-                             name=f"block{i + 1}")(h, train=train)
+                             dtype=self.dtype, name=f"block{i + 1}")(h, train=train)
         # PyTorch's view(B, -1) flattens NCHW: channel-major, so imported weights line up.
         h = h.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
-        return jnp.tanh(SNDense(self.z_dim, name="linear")(h, train=train))
+        return jnp.tanh(SNDense(self.z_dim, dtype=self.dtype, name="linear")(h, train=train))

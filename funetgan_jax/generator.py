@@ -1,9 +1,12 @@
 """f-UNetGAN generator (REFERENCE.md 1.2): SN Dense -> 4x4 -> GResBlock+CBAM up stages -> head."""
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from anomaly_core.precision import cast
 from funetgan_jax.cbam import CBAM
 from funetgan_jax.layers import (BatchNorm, SNConv, SNDense, check_choice, instance_norm, torch_bias_init,
                                  torch_kernel_init, upsample_nearest)
@@ -36,19 +39,21 @@ class GResBlock(nn.Module):
     """
 
     features: int
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
+        x = cast(x, self.dtype)
         h = upsample_nearest(nn.relu(instance_norm(x)))
-        h = SNConv(self.features, 3, padding=1, name="conv1")(h, train=train)
+        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv1")(h, train=train)
         h = nn.relu(instance_norm(h))
-        h = SNConv(self.features, 3, padding=1, name="conv2")(h, train=train)
-        shortcut = SNConv(self.features, 1, name="conv_sc")(upsample_nearest(x), train=train)
+        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv2")(h, train=train)
+        shortcut = SNConv(self.features, 1, dtype=self.dtype, name="conv_sc")(upsample_nearest(x), train=train)
         return h + shortcut
 
 
 class Generator(nn.Module):
-    """z (B, z_dim) -> image (B, S, S, channels).
+    """z (B, z_dim) -> image (B, S, S, channels), in `dtype` (the computation dtype; params float32).
 
     Outputs lie in [0, 1) for output='relu_tanh' (reference) and in (-1, 1) for 'tanh'.
     """
@@ -60,6 +65,7 @@ class Generator(nn.Module):
     output: str = "relu_tanh"
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         generator_multipliers(self.image_size)
@@ -72,15 +78,15 @@ class Generator(nn.Module):
             raise ValueError(f"Generator expects z of shape (B, {self.z_dim}) (config.model.z_dim), got {z.shape}")
         mults = generator_multipliers(self.image_size)
         c0 = mults[0] * self.width
-        h = SNDense(c0 * 4 * 4, name="proj_z")(z, train=train)
+        h = SNDense(c0 * 4 * 4, dtype=self.dtype, name="proj_z")(z, train=train)
         # PyTorch's view(-1, C, 4, 4) is channel-major; keep that order so imported weights line up.
         h = h.reshape(z.shape[0], c0, 4, 4).transpose(0, 2, 3, 1)
         for i, m in enumerate(mults[1:]):
-            h = GResBlock(m * self.width, name=f"block{i + 1}")(h, train=train)
-            h = CBAM(self.cbam_reduction, self.spatial_norm, name=f"cbam{i + 1}")(h, train=train)
-        h = BatchNorm(momentum=0.9, epsilon=1e-5, name="out_bn")(h, train=train)
+            h = GResBlock(m * self.width, self.dtype, name=f"block{i + 1}")(h, train=train)
+            h = CBAM(self.cbam_reduction, self.spatial_norm, self.dtype, name=f"cbam{i + 1}")(h, train=train)
+        h = BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="out_bn")(h, train=train)
         h = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=torch_kernel_init,
-                    bias_init=torch_bias_init(9 * self.width), name="out_conv")(h)
+                    bias_init=torch_bias_init(9 * self.width), dtype=self.dtype, name="out_conv")(h)
         if self.output == "relu_tanh":
             h = nn.relu(h)
         return jnp.tanh(h)

@@ -11,6 +11,11 @@ is W transposed with the input axis in HWIO order, so `v` is stored in HWIO-flat
 
 Initialisation mirrors PyTorch's Conv2d/Linear defaults (kernel and bias uniform in
 +-1/sqrt(fan_in)) because the reference trains from those defaults.
+
+Mixed precision (`config.model.dtype`): every module takes `dtype`, the dtype it computes
+and returns in (None, the default: the input's dtype, no cast; float32 in training, float64
+in the parity tests); parameters stay float32. The spectral-norm power iteration and sigma,
+and the BatchNorm / instance-norm statistics, are computed in at least float32 whatever `dtype`.
 """
 
 import math
@@ -20,6 +25,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from anomaly_core.precision import at_least_f32, cast
 
 Array = jax.Array
 
@@ -91,41 +98,45 @@ def spectral_normalize(module: nn.Module, kernel: Array, train: bool) -> Array:
 class SNConv(nn.Module):
     """Spectral-normalised 2-D convolution, stride 1, symmetric zero padding.
 
-    (B, H, W, Cin) -> (B, H + 2p - k + 1, W + 2p - k + 1, features).
+    (B, H, W, Cin) -> (B, H + 2p - k + 1, W + 2p - k + 1, features), in `dtype`.
     """
 
     features: int
     kernel_size: int
     padding: int = 0
     use_bias: bool = True
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         k, cin = self.kernel_size, x.shape[-1]
         kernel = self.param("kernel", torch_kernel_init, (k, k, cin, self.features))
         kernel = spectral_normalize(self, kernel, train)
+        x = cast(x, self.dtype)
         y = jax.lax.conv_general_dilated(
             x, kernel.astype(x.dtype), window_strides=(1, 1),
             padding=[(self.padding, self.padding)] * 2,
             dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:
-            y = y + self.param("bias", torch_bias_init(k * k * cin), (self.features,))
+            y = y + self.param("bias", torch_bias_init(k * k * cin), (self.features,)).astype(x.dtype)
         return y
 
 
 class SNDense(nn.Module):
-    """Spectral-normalised dense layer: (..., in) -> (..., features)."""
+    """Spectral-normalised dense layer: (..., in) -> (..., features), in `dtype`."""
 
     features: int
     use_bias: bool = True
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         fan_in = x.shape[-1]
         kernel = self.param("kernel", torch_kernel_init, (fan_in, self.features))
+        x = cast(x, self.dtype)
         y = x @ spectral_normalize(self, kernel, train).astype(x.dtype)
         if self.use_bias:
-            y = y + self.param("bias", torch_bias_init(fan_in), (self.features,))
+            y = y + self.param("bias", torch_bias_init(fan_in), (self.features,)).astype(x.dtype)
         return y
 
 
@@ -137,13 +148,17 @@ class BatchNorm(nn.Module):
     one: running = momentum * running + (1 - momentum) * batch. `momentum` is Flax's
     convention, 1 - PyTorch momentum. Eval uses the running statistics. Variables are
     named as in flax.linen.BatchNorm: params scale, bias; batch_stats mean, var.
+    Statistics and normalisation in at least float32; the output in `dtype` (None: x's dtype).
     """
 
     momentum: float = 0.9
     epsilon: float = 1e-5
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
+        out_dtype = x.dtype if self.dtype is None else self.dtype
+        x = at_least_f32(x)
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
@@ -160,14 +175,19 @@ class BatchNorm(nn.Module):
                 running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
         else:
             mean, var = running_mean.value, running_var.value
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return y.astype(out_dtype)
 
 
 def instance_norm(x: Array) -> Array:
-    """Instance norm without affine parameters (torch InstanceNorm2d defaults), NHWC."""
-    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + _IN_EPS)
+    """Instance norm without affine parameters (torch InstanceNorm2d defaults), NHWC.
+
+    Statistics in at least float32; the output in x's dtype.
+    """
+    xf = at_least_f32(x)
+    mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=(1, 2), keepdims=True)
+    return ((xf - mean) * jax.lax.rsqrt(var + _IN_EPS)).astype(x.dtype)
 
 
 def upsample_nearest(x: Array) -> Array:
@@ -176,7 +196,18 @@ def upsample_nearest(x: Array) -> Array:
 
 
 def pool_2x2(x: Array, kind: str) -> Array:
-    """2x2 stride-2 'max' or 'avg' pooling: (B, H, W, C) -> (B, H/2, W/2, C)."""
+    """2x2 stride-2 'max' or 'avg' pooling: (B, H, W, C) -> (B, H//2, W//2, C) (odd edges dropped)."""
     check_choice(kind, ("max", "avg"), "pool")
-    pool = nn.max_pool if kind == "max" else nn.avg_pool
-    return pool(x, (2, 2), strides=(2, 2))
+    if kind == "avg":
+        return nn.avg_pool(x, (2, 2), strides=(2, 2))
+    # Max as a selection of the first maximum of each window (jnp.argmax), which is what
+    # reduce_window's gradient (select_and_scatter, `ge`) and torch's max_pool2d pick, so
+    # values and derivatives of every order are those of nn.max_pool. The gradient-penalty
+    # double backward through reduce_window becomes a variadic reduce_window carrying index
+    # iotas, slow to run and to compile on CPU; this form is elementwise in every order
+    # (D-loss gradient of the quickstart: compile 66 s -> 33 s on a 2-core CPU).
+    b, h, w, c = x.shape
+    windows = x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+    windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, c, 4)
+    first = jnp.argmax(windows, axis=-1)[..., None] == jnp.arange(4)
+    return jnp.sum(jnp.where(first, windows, 0), axis=-1)

@@ -66,43 +66,40 @@ def init_state(config, rng) -> dict[str, Any]:
     }
 
 
-def adversarial_step(config, state, batches, rng):
-    """n_critic D updates on batches['image'] (n_critic, B, H, W, C), then one G update."""
+def discriminator_update(config, g_vars, d_vars, opt_d, x, key):
+    """One D update on real images x (B, H, W, C): fake = G(z) (train mode, G not trained),
+    the D loss with both gradient penalties and the consistency term, one optimiser step.
+
+    Returns (g_vars, d_vars, opt_d, metrics, z); g_vars carries G's spectral/BatchNorm
+    state after the forward, z (B, z_dim) is the latent drawn.
+    """
     G, D, _ = networks(config)
     t = config.train
-    tx = optimizers(config)
-    z_dim = config.model.z_dim
-    images = batches["image"]
-    if images.ndim == 4:  # n_critic = 1: the loop passes a single, unstacked batch
-        images = images[None]
-    n_critic, batch = images.shape[0], images.shape[1]
+    k_z, k_d = jax.random.split(key)
+    z = jax.random.normal(k_z, (x.shape[0], config.model.z_dim), x.dtype)
+    g_params, g_state = _split(g_vars)
+    fake, g_state = G.apply({"params": g_params, **g_state}, z, train=True, mutable=MUTABLE)
+    d_params, d_state = _split(d_vars)
 
-    def d_update(carry, inputs):
-        g_vars, d_vars, opt_d = carry
-        x, key = inputs
-        k_z, k_d = jax.random.split(key)
-        z = jax.random.normal(k_z, (batch, z_dim), x.dtype)
-        g_params, g_state = _split(g_vars)
-        fake, g_state = G.apply({"params": g_params, **g_state}, z, train=True, mutable=MUTABLE)
-        d_params, d_state = _split(d_vars)
+    def loss_fn(p):
+        d_fn = lambda inp, s: D.apply({"params": p, **s}, inp, train=True, mutable=MUTABLE)  # noqa: E731
+        return losses.discriminator_loss_from_networks(
+            d_fn, d_state, x, fake, k_d, consistency=t.consistency, interpolation=t.interpolation,
+            lambda_gp=t.lambda_gp, lambda_mix=t.lambda_mix,
+        )
 
-        def loss_fn(p):
-            d_fn = lambda inp, s: D.apply({"params": p, **s}, inp, train=True, mutable=MUTABLE)  # noqa: E731
-            return losses.discriminator_loss_from_networks(
-                d_fn, d_state, x, fake, k_d, consistency=t.consistency, interpolation=t.interpolation,
-                lambda_gp=t.lambda_gp, lambda_mix=t.lambda_mix,
-            )
+    (_, (metrics, d_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+    updates, opt_d = optimizers(config)["d"].update(grads, opt_d, d_params)
+    d_params = optax.apply_updates(d_params, updates)
+    return {"params": g_params, **g_state}, {"params": d_params, **d_state}, opt_d, metrics, z
 
-        (_, (metrics, d_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
-        updates, opt_d = tx["d"].update(grads, opt_d, d_params)
-        d_params = optax.apply_updates(d_params, updates)
-        return ({"params": g_params, **g_state}, {"params": d_params, **d_state}, opt_d), (metrics, z)
 
-    keys = jax.random.split(rng, n_critic)
-    (g_vars, d_vars, opt_d), (d_metrics, zs) = jax.lax.scan(
-        d_update, (state["g"], state["d"], state["opt_d"]), (images, keys)
-    )
-    z = zs[-1]  # the generator step reuses the last discriminator step's z (REFERENCE.md 1.5)
+def generator_update(config, g_vars, d_vars, opt_g, z):
+    """One G update at latents z (B, z_dim) against D in train mode (D not trained).
+
+    Returns (g_vars, d_vars, opt_g, metrics); d_vars carries D's spectral state after the forward.
+    """
+    G, D, _ = networks(config)
     g_params, g_state = _split(g_vars)
     d_params, d_state = _split(d_vars)
 
@@ -112,12 +109,38 @@ def adversarial_step(config, state, batches, rng):
         loss, metrics = losses.generator_loss(d_out)
         return loss, (metrics, new_g_state, new_d_state)
 
-    (_, (g_metrics, g_state, d_state)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g_params)
-    updates, opt_g = tx["g"].update(grads, state["opt_g"], g_params)
+    (_, (metrics, g_state, d_state)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g_params)
+    updates, opt_g = optimizers(config)["g"].update(grads, opt_g, g_params)
     g_params = optax.apply_updates(g_params, updates)
+    return {"params": g_params, **g_state}, {"params": d_params, **d_state}, opt_g, metrics
+
+
+def adversarial_step(config, state, batches, rng):
+    """n_critic D updates on batches['image'] (n_critic, B, H, W, C), then one G update."""
+    images = batches["image"]
+    if images.ndim == 4:  # n_critic = 1: the loop passes a single, unstacked batch
+        images = images[None]
+    n_critic = images.shape[0]
+
+    def d_update(carry, inputs):
+        g_vars, d_vars, opt_d, metrics, z = discriminator_update(config, *carry, *inputs)
+        return (g_vars, d_vars, opt_d), (metrics, z)
+
+    keys = jax.random.split(rng, n_critic)
+    # On CPU the scan is unrolled: XLA:CPU rewrites convolutions into its fast (Eigen) layout
+    # only in the top-level computation (cpu/conv_canonicalization.h: "all top-level
+    # convolutions"), so inside a while loop every gradient convolution ran on the naive
+    # emitter; measured on configs/quickstart.py 2.5x slower per step. Same math either way;
+    # other backends keep the loop (compile time independent of n_critic).
+    unroll = n_critic if jax.default_backend() == "cpu" else 1
+    (g_vars, d_vars, opt_d), (d_metrics, zs) = jax.lax.scan(
+        d_update, (state["g"], state["d"], state["opt_d"]), (images, keys), unroll=unroll
+    )
+    z = zs[-1]  # the generator step reuses the last discriminator step's z (REFERENCE.md 1.5)
+    g_vars, d_vars, opt_g, g_metrics = generator_update(config, g_vars, d_vars, state["opt_g"], z)
     metrics = {k: jnp.mean(v) for k, v in d_metrics.items()} | g_metrics
     new_state = dict(state)
-    new_state.update(g={"params": g_params, **g_state}, d={"params": d_params, **d_state}, opt_d=opt_d, opt_g=opt_g)
+    new_state.update(g=g_vars, d=d_vars, opt_d=opt_d, opt_g=opt_g)
     return new_state, metrics
 
 

@@ -6,6 +6,8 @@ GON and CAE 'mnist' | 'mvtec' for their image size), image_size, channels and, p
   conv_gon, variational_gon: nz, ngf, activation, out_activation
   implicit_gon: nz, hidden, w0
   cae: widths
+and optionally dtype ('float32' default | 'bfloat16'): the computation dtype; parameters,
+losses and BatchNorm statistics stay float32.
 """
 
 from typing import Any
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from anomaly_core.precision import compute_dtype
 from anomaly_core.summary import parameter_summary
 from gon_jax.cae import ConvAutoencoder
 from gon_jax.decoders import (ACTIVATIONS, OUT_ACTIVATIONS, ConvDecoder, decoder_output_size, mnist_stages,
@@ -79,6 +82,13 @@ def build_gon_model(model_cfg: Any) -> nn.Module:
     """
     kind = _choice(model_cfg, "kind", KINDS)
     size, channels = _positive_int(model_cfg, "image_size"), _positive_int(model_cfg, "channels")
+    dtype = compute_dtype(model_cfg)
+    if kind == "implicit_gon" and dtype is not None:
+        # sin(w0 * h) with w0 = 30: bfloat16's relative rounding 2^-8 of h ~ 1 becomes a phase
+        # error of ~0.1 rad, so the SIREN's output would be noise at the pixel scale.
+        raise ValueError("config.model.dtype='bfloat16' is not supported for the implicit GON (its sine layers "
+                         "multiply activations by w0 = 30, which bfloat16 rounding turns into phase noise); "
+                         "use 'float32'")
     if kind in ("conv_gon", "variational_gon"):
         preset = _choice(model_cfg, "preset", tuple(STAGE_LAYOUTS))
         nz, ngf = _positive_int(model_cfg, "nz"), _positive_int(model_cfg, "ngf")
@@ -89,8 +99,8 @@ def build_gon_model(model_cfg: Any) -> nn.Module:
             raise ValueError(f"config.model.image_size={size} does not match config.model.preset={preset!r}, "
                              f"whose decoder outputs {decoder_output_size(stages)}x{decoder_output_size(stages)}")
         if kind == "conv_gon":
-            return ConvDecoder(nz, stages, activation=activation, out_activation=out_activation)
-        return VariationalGON(nz, stages, activation=activation, out_activation=out_activation)
+            return ConvDecoder(nz, stages, activation=activation, out_activation=out_activation, dtype=dtype)
+        return VariationalGON(nz, stages, activation=activation, out_activation=out_activation, dtype=dtype)
     if kind == "implicit_gon":
         w0 = _get(model_cfg, "w0")
         if isinstance(w0, bool) or not isinstance(w0, (int, float)) or w0 <= 0:
@@ -99,7 +109,7 @@ def build_gon_model(model_cfg: Any) -> nn.Module:
                            hidden=tuple(_get(model_cfg, "hidden")), w0=float(w0))
     if size % 4:
         raise ValueError(f"config.model.image_size must be divisible by 4 for the CAE, got {size}")
-    return ConvAutoencoder(channels=channels, widths=tuple(_get(model_cfg, "widths")))
+    return ConvAutoencoder(channels=channels, widths=tuple(_get(model_cfg, "widths")), dtype=dtype)
 
 
 def model_input(model_cfg: Any, batch_size: int = 2) -> jax.Array:

@@ -6,6 +6,8 @@ Its loss is gon_jax.losses.cae_mse_loss. PyTorch import: conv{i}/convt{i} as doc
 gon_jax.decoders.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 
@@ -15,7 +17,7 @@ Array = jax.Array
 
 
 class ConvAutoencoder(nn.Module):
-    """x (B, H, W, C) -> reconstruction (B, H, W, C) in (0, 1); H and W divisible by 4.
+    """x (B, H, W, C) -> reconstruction (B, H, W, C) in (0, 1), in `dtype`; H and W divisible by 4.
 
     widths: channels of the two encoder convolutions (reference (32, 64)). No BatchNorm;
     `train` is accepted for the common interface.
@@ -23,6 +25,7 @@ class ConvAutoencoder(nn.Module):
 
     channels: int = 3
     widths: tuple[int, int] = (32, 64)
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         if not isinstance(self.channels, int) or self.channels < 1:
@@ -42,7 +45,7 @@ class ConvAutoencoder(nn.Module):
         for i, width in enumerate(self.widths):
             fan_in = h.shape[-1] * 9
             h = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=torch_kernel_init,
-                        bias_init=torch_bias_init(fan_in), name=f"conv{i}")(h)
+                        bias_init=torch_bias_init(fan_in), dtype=self.dtype, name=f"conv{i}")(h)
             h = nn.max_pool(nn.relu(h), (2, 2), strides=(2, 2))
-        h = nn.relu(torch_conv_transpose(self.widths[0], 3, 2, 1, 1, name="convt0")(h))
-        return nn.sigmoid(torch_conv_transpose(self.channels, 3, 2, 1, 1, name="convt1")(h))
+        h = nn.relu(torch_conv_transpose(self.widths[0], 3, 2, 1, 1, dtype=self.dtype, name="convt0")(h))
+        return nn.sigmoid(torch_conv_transpose(self.channels, 3, 2, 1, 1, dtype=self.dtype, name="convt1")(h))

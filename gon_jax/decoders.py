@@ -17,6 +17,10 @@ Weight import from PyTorch (NCHW) into these modules:
 Initialisation mirrors PyTorch's defaults (kernel and bias U(+-1/sqrt(fan_in)), fan_in =
 kernel.size(1) * kh * kw, which for ConvTranspose2d is out * kh * kw), because the
 references train from those defaults.
+
+Mixed precision (`config.model.dtype`): `dtype` is the dtype a module computes and returns
+in (None, the default: the input's dtype, no cast); parameters stay float32, BatchNorm
+statistics are computed in at least float32.
 """
 
 from collections.abc import Callable, Sequence
@@ -25,6 +29,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from anomaly_core.precision import at_least_f32, cast
 
 Array = jax.Array
 # (out_channels, kernel, stride, padding) of one PyTorch ConvTranspose2d.
@@ -53,26 +59,102 @@ def uniform_init(bound: float) -> Callable[..., Array]:
     return init
 
 
-def torch_conv_transpose(features: int, kernel_size: int, stride: int, padding: int = 0,
-                         output_padding: int = 0, *, use_bias: bool = True,
-                         name: str | None = None) -> nn.ConvTranspose:
-    """A flax ConvTranspose computing PyTorch's ConvTranspose2d(in, features, k, s, p, op).
+class TorchConvTranspose(nn.Module):
+    """PyTorch's ConvTranspose2d(in, features, k, stride s, padding p, output_padding op), NHWC.
 
-    (B, H, W, in) -> (B, (H-1)*s - 2p + k + op, (W-1)*s - 2p + k + op, features).
-    PyTorch's padding p removes p rows/cols from each side of the full transposed
-    convolution; lax.conv_transpose pads the dilated input instead, so the equivalent
-    explicit padding is (k-1-p, k-1-p+op) per spatial dim. Kernel (k, k, features, in).
+    (B, H, W, in) -> (B, (H-1)*s - 2p + k + op, (W-1)*s - 2p + k + op, features), in `dtype`
+    (None: x's). Parameters as flax.linen.ConvTranspose(transpose_kernel=True) names and
+    initialises them: kernel (k, k, features, in) = torch weight.permute(2, 3, 1, 0), bias.
+      out[o] = sum over i, t with o = i*s - p + t of x[i] * kernel[t]   (per spatial axis)
+    Computed as ONE stride-1 correlation with s*s*features output channels, followed by a
+    depth-to-space shuffle (the sub-pixel form): output row o' = o + p = s*q + phase takes
+    x[q - m] * kernel[phase + s*m], m = 0 .. ceil(k/s) - 1, so each phase is an ordinary
+    convolution with a strided slice of the kernel; the correlation is written as image
+    patches @ kernel matrix. Same sums as lax.conv_transpose, but every derivative is a
+    matmul, pad or slice: lax.conv_transpose's kernel gradient is an rhs-dilated convolution,
+    and the second-order GON step adds window-reversed ones, all of which XLA:CPU runs on its
+    naive loop emitter (60% of the GON step's time in benchmarks/train_steps.py).
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    padding: int = 0
+    output_padding: int = 0
+    use_bias: bool = True
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k, s, p, op, co = self.kernel_size, self.stride, self.padding, self.output_padding, self.features
+        b, h, w, ci = x.shape
+        kernel = self.param("kernel", torch_kernel_init, (k, k, co, ci))
+        x = cast(x, self.dtype)
+        if min(h, w) < 1 or (min(h, w) - 1) * s - 2 * p + k + op < 1:
+            raise ValueError(f"ConvTranspose2d(k={k}, stride={s}, padding={p}, output_padding={op}) has no output "
+                             f"for an input of {h}x{w}")
+        if h == w == 1:
+            y = self._from_one_pixel(x, kernel)
+        else:
+            y = self._sub_pixel(x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", torch_bias_init(co * k * k), (co,))
+            y = y + bias.astype(y.dtype)
+        return y
+
+    def _from_one_pixel(self, x: Array, kernel: Array) -> Array:
+        """A 1x1 input (the GON's first layer, from the latent): out[o] = x * kernel[o + p], one matmul.
+        The sub-pixel form would pad the single pixel to a k x k window per output pixel (16x the
+        multiply-adds at k = 4, half of the GON step's FLOPs)."""
+        k, p, op = self.kernel_size, self.padding, self.output_padding
+        n_out = k - 2 * p + op
+        taps = kernel[p:p + n_out, p:p + n_out]  # output_padding rows past the kernel's end are 0
+        taps = jnp.pad(taps, ((0, n_out - taps.shape[0]), (0, n_out - taps.shape[1]), (0, 0), (0, 0)))
+        return jnp.einsum("bc,yxoc->byxo", x[:, 0, 0, :], taps.astype(x.dtype))
+
+    def _sub_pixel(self, x: Array, kernel: Array) -> Array:
+        k, s, p, op, co = self.kernel_size, self.stride, self.padding, self.output_padding, self.features
+        b, h, w, ci = x.shape
+        taps = -(-k // s)  # kernel taps per phase, ceil(k / s)
+        sub = jnp.pad(kernel, ((0, s * taps - k), (0, s * taps - k), (0, 0), (0, 0)))
+        # sub[j_y, j_x, ci, (phase_y, phase_x, co)] = kernel[phase_y + s*(taps-1-j_y), phase_x + s*(taps-1-j_x)]
+        sub = sub.reshape(taps, s, taps, s, co, ci)[::-1, :, ::-1]
+        sub = sub.transpose(0, 2, 5, 1, 3, 4).reshape(taps * taps * ci, s * s * co).astype(x.dtype)
+
+        def window(n_in: int) -> tuple[tuple[int, int], int, int]:
+            n_out = (n_in - 1) * s - 2 * p + k + op
+            q_first, q_last = p // s, (n_out - 1 + p) // s
+            n = q_last - q_first + 1  # phase rows computed
+            lo = taps - 1 - q_first  # >= 0 because p <= k - 1
+            return (lo, max(n - 1 + taps - n_in - lo, 0)), n, n_out
+
+        (pad_h, n_h, out_h), (pad_w, n_w, out_w) = window(h), window(w)
+        # The stride-1 convolution as patches @ matrix: its derivatives of every order are then
+        # matmuls, pads and slices. As a convolution, XLA turned the kernel gradient of the
+        # GON's second-order step into window-reversed convolutions, which XLA:CPU runs on
+        # its naive emitter too.
+        xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+        patches = jnp.concatenate([xp[:, jy:jy + n_h, jx:jx + n_w] for jy in range(taps) for jx in range(taps)],
+                                  axis=-1)  # (B, n_h, n_w, taps*taps*ci), tap-major like `sub`
+        y = patches @ sub
+        y = y.reshape(b, n_h, n_w, s, s, co).transpose(0, 1, 3, 2, 4, 5).reshape(b, n_h * s, n_w * s, co)
+        first = p - s * (p // s)  # row s*q_first + phase - p of the output is row s*n + phase here
+        return y[:, first:first + out_h, first:first + out_w]
+
+
+def torch_conv_transpose(features: int, kernel_size: int, stride: int, padding: int = 0,
+                         output_padding: int = 0, *, use_bias: bool = True, dtype: Any = None,
+                         name: str | None = None) -> TorchConvTranspose:
+    """The module computing PyTorch's ConvTranspose2d(in, features, k, s, p, op); see TorchConvTranspose.
+
+    (B, H, W, in) -> (B, (H-1)*s - 2p + k + op, (W-1)*s - 2p + k + op, features). Kernel (k, k, features, in).
     """
     if not 0 <= padding <= kernel_size - 1:
         raise ValueError(f"ConvTranspose padding must be in [0, kernel-1={kernel_size - 1}], got {padding}")
     if not 0 <= output_padding < stride:
         raise ValueError(f"ConvTranspose output_padding must be in [0, stride={stride}), got {output_padding}")
-    lo = kernel_size - 1 - padding
-    pad = (lo, lo + output_padding)
-    return nn.ConvTranspose(
-        features, (kernel_size, kernel_size), strides=(stride, stride), padding=(pad, pad),
-        transpose_kernel=True, use_bias=use_bias, kernel_init=torch_kernel_init,
-        bias_init=torch_bias_init(features * kernel_size * kernel_size), name=name)
+    return TorchConvTranspose(features, kernel_size, stride, padding, output_padding, use_bias=use_bias,
+                              dtype=dtype, name=name)
 
 
 class TorchBatchNorm(nn.Module):
@@ -84,14 +166,18 @@ class TorchBatchNorm(nn.Module):
     (n / (n - 1)), while normalisation uses the biased one; the batch variance is computed
     two-pass, so a batch of identical activations (the GON origin z0 = 0) has variance 0
     up to the rounding of the mean (~1e-14), not the cancellation error of E[x^2] - E[x]^2.
-    Running statistics are not updated during init.
+    Running statistics are not updated during init. Statistics and normalisation in at least
+    float32, the output in `dtype` (None: x's dtype).
     """
 
     momentum: float = 0.9
     epsilon: float = 1e-5
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
+        out_dtype = x.dtype if self.dtype is None else self.dtype
+        x = at_least_f32(x)
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
@@ -112,7 +198,7 @@ class TorchBatchNorm(nn.Module):
                 ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * unbiased
         else:
             mean, var = ra_mean.value, ra_var.value
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return ((x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias).astype(out_dtype)
 
 
 def _check_stages(stages: Any, setting: str) -> None:
@@ -143,7 +229,7 @@ def decoder_output_size(stages: Sequence[Stage]) -> int:
 
 
 class ConvDecoder(nn.Module):
-    """z (B, nz) -> image (B, H, W, C); tanh output in (-1, 1), sigmoid output in (0, 1).
+    """z (B, nz) -> image (B, H, W, C) in `dtype`; tanh output in (-1, 1), sigmoid output in (0, 1).
 
     stages: (out_channels, kernel, stride, padding) per ConvTranspose (all with bias); each
     but the last is followed by TorchBatchNorm (torch momentum 0.1, eps 1e-5) and
@@ -158,6 +244,7 @@ class ConvDecoder(nn.Module):
     out_activation: str = "tanh"
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         if not isinstance(self.nz, int) or self.nz < 1:
@@ -174,9 +261,9 @@ class ConvDecoder(nn.Module):
         h = z[:, None, None, :]
         last = len(self.stages) - 1
         for i, (out, k, s, p) in enumerate(self.stages):
-            h = torch_conv_transpose(out, k, s, p, name=f"convt{i}")(h)
+            h = torch_conv_transpose(out, k, s, p, dtype=self.dtype, name=f"convt{i}")(h)
             if i < last:
-                h = TorchBatchNorm(self.bn_momentum, self.bn_epsilon, name=f"bn{i}")(h, train=train)
+                h = TorchBatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, name=f"bn{i}")(h, train=train)
                 h = ACTIVATIONS[self.activation](h)
         return OUT_ACTIVATIONS[self.out_activation](h)
 

@@ -2,6 +2,8 @@
 
 All take images NHWC. Every GON loss is a mean over the batch of a per-sample term, so
 d loss / d z_i = (1/B) d term_i / d z_i: gon_jax.origin relies on this to rescale latents.
+`gon_loss` casts bfloat16 model outputs to float32 first, so the losses (and the inner
+gradient that gives the latent) are float32 when the model computes in bfloat16.
 """
 
 from collections.abc import Callable
@@ -9,6 +11,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from anomaly_core.precision import at_least_f32
 from gon_jax.decoders import check_choice
 
 Array = jax.Array
@@ -65,6 +68,7 @@ def gon_loss(kind: str, outputs: Array | tuple[Array, Array, Array], x: Array) -
                                 "siren_sum_pixels": siren_sum_pixels,
                                 "vae_bce_kl": vae_bce_kl}[kind]
     is_tuple = isinstance(outputs, tuple)
+    outputs = tuple(at_least_f32(o) for o in outputs) if is_tuple else at_least_f32(outputs)
     if is_tuple != (kind == "vae_bce_kl"):
         raise ValueError(f"loss_kind {kind!r} does not fit the model's outputs "
                          f"({'(recon, mu, logvar)' if is_tuple else 'an image'})")

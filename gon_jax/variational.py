@@ -8,6 +8,8 @@ anomaly notebooks' decoders).
 PyTorch import: mu_head = fc21, logvar_head = fc22 (kernel = weight.T), decoder = main.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,7 @@ class VariationalGON(nn.Module):
     stages: tuple[Stage, ...]
     activation: str = "relu"
     out_activation: str = "sigmoid"
+    dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         if not isinstance(self.nz, int) or self.nz < 1:
@@ -44,7 +47,8 @@ class VariationalGON(nn.Module):
             raise ValueError(f"VariationalGON expects z of shape (B, {self.nz}), got {z.shape}")
 
         def head(name: str) -> nn.Dense:
-            return nn.Dense(self.nz, kernel_init=torch_kernel_init, bias_init=torch_bias_init(self.nz), name=name)
+            return nn.Dense(self.nz, kernel_init=torch_kernel_init, bias_init=torch_bias_init(self.nz),
+                            dtype=self.dtype, name=name)
 
         mu, logvar = head("mu_head")(z), head("logvar_head")(z)
         if (train if sample_latent is None else sample_latent):
@@ -55,7 +59,8 @@ class VariationalGON(nn.Module):
             latent = mu + eps * jnp.exp(0.5 * logvar)
         else:
             latent = mu
-        decoder = ConvDecoder(self.nz, self.stages, self.activation, self.out_activation, name="decoder")
+        decoder = ConvDecoder(self.nz, self.stages, self.activation, self.out_activation, dtype=self.dtype,
+                              name="decoder")
         return decoder(latent, train=train), mu, logvar
 
 

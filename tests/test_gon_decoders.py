@@ -49,15 +49,20 @@ def to_nhwc(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
-@pytest.mark.parametrize("k,s,p,op", [(4, 1, 0, 0), (4, 2, 1, 0), (3, 2, 1, 0), (3, 2, 1, 1), (5, 3, 2, 2)])
-def test_conv_transpose_equals_torch(k, s, p, op):
+@pytest.mark.parametrize("k,s,p,op", [(4, 1, 0, 0), (4, 2, 1, 0), (3, 2, 1, 0), (3, 2, 1, 1), (5, 3, 2, 2),
+                                     # the sub-pixel form's edge cases: k < s, k = s, p = k - 1
+                                     (1, 2, 0, 1), (2, 2, 0, 0), (4, 2, 3, 1), (3, 3, 0, 2), (2, 3, 1, 2)])
+@pytest.mark.parametrize("hw", [(5, 6), (1, 1)])  # H != W catches axis swaps; 1x1: the one-matmul path
+def test_conv_transpose_equals_torch(k, s, p, op, hw):
+    if hw == (1, 1) and k - 2 * p + op < 1:
+        pytest.skip("no output from a 1x1 input")
     rng = np.random.default_rng(k * 100 + s * 10 + p + op)
-    x = rng.normal(size=(2, 3, 5, 6)).astype(np.float32)  # NCHW, H != W to catch axis swaps
+    x = rng.normal(size=(2, 3, *hw)).astype(np.float32)  # NCHW
     w = rng.normal(size=(3, 4, k, k)).astype(np.float32)  # PyTorch (in, out, kh, kw)
     b = rng.normal(size=(4,)).astype(np.float32)
     want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
                                                 stride=s, padding=p, output_padding=op)
-    assert want.shape[2:] == ((5 - 1) * s - 2 * p + k + op, (6 - 1) * s - 2 * p + k + op)
+    assert want.shape[2:] == ((hw[0] - 1) * s - 2 * p + k + op, (hw[1] - 1) * s - 2 * p + k + op)
     layer = torch_conv_transpose(4, k, s, p, op)
     variables = {"params": {"kernel": jnp.asarray(w.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}}
     got = layer.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
