@@ -23,6 +23,7 @@ from clu import metric_writers, periodic_actions
 
 from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer, abstract_like
+from anomaly_core.prefetch import prefetch_to_device
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,6 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _next_batch(train_iter, k: int, mesh) -> dict[str, jax.Array]:
-    if k == 1:
-        return parallel.global_batch(next(train_iter), mesh)
-    local = [next(train_iter) for _ in range(k)]
-    stacked = {key: np.stack([b[key] for b in local]) for key in local[0]}
-    return parallel.global_batch(stacked, mesh, stacked=True)
-
-
 def train(
     *,
     state: Any,
@@ -178,10 +171,13 @@ def train(
         pending, last_checked = [], step
 
     steps_run = 0
-    with _SigtermFlag() as sigterm:
+    # Batches are read and placed on the devices two steps ahead; `feed.get_state()` is the
+    # state of the next batch to consume, so checkpoints ignore what was read ahead.
+    feed = prefetch_to_device(train_iter, mesh, (stage_of(stages, s).batches_per_step for s in range(start, total)))
+    with _SigtermFlag() as sigterm, feed:
         for step in range(start, total):
             stage = stage_of(stages, step)
-            batch = _next_batch(train_iter, stage.batches_per_step, mesh)
+            batch = next(feed)
             state, metrics = jitted[stage.name](state, batch, np.int32(step))
             pending.append((step, metrics))
             steps_run += 1
@@ -207,7 +203,7 @@ def train(
                 checkpointer.save(
                     done,
                     state,
-                    data_state=train_iter.get_state(),
+                    data_state=feed.get_state(),
                     meta={**(meta or {}), "stage": stage.name, "step": done, "total_steps": total,
                           "time": time.time()},
                     metrics=val,
