@@ -1,0 +1,1 @@
+"""Benchmark scripts (JAX vs the PyTorch mirror); results in docs/BENCHMARKS.md."""
