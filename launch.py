@@ -11,14 +11,12 @@
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-METHODS = {"funetgan": "funetgan_jax.train", "gon": "gon_jax.train"}
 MODES = ("train", "eval", "predict", "summary")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
@@ -28,10 +26,12 @@ _INPUT = flags.DEFINE_string("input", None, "Folder of images to score with --mo
 
 
 def method_module(config):
-    name = config.get("method")
-    if name not in METHODS:
-        raise SystemExit(f"config.method={name!r} is not one of {sorted(METHODS)} (in --config={flags.FLAGS['config'].value})")
-    return importlib.import_module(METHODS[name])
+    from anomaly_core import program
+
+    try:
+        return program.method_module(config)
+    except ValueError as e:
+        raise SystemExit(f"{e} (in --config={flags.FLAGS['config'].value})") from None
 
 
 def main(argv: list[str]) -> int:

@@ -192,16 +192,13 @@ def restore_checkpoint(config_args: Sequence[str], workdir: str, step: int | Non
                        ) -> tuple[int, dict[str, np.ndarray], dict]:
     """(step, state arrays by key path, data-iterator state) of the newest readable checkpoint
     of `workdir` (or of `step`), restored into the method's state shapes as launch.py would."""
-    import importlib
-
     import jax
 
     from anomaly_core import parallel, program
     from anomaly_core.checkpointing import Checkpointer
 
     config = load_config(config_args)
-    methods = {"funetgan": "funetgan_jax.train", "gon": "gon_jax.train"}
-    module = importlib.import_module(methods[config.method])
+    module = program.method_module(config)
     mesh = parallel.make_mesh()
     ckpt = Checkpointer(workdir)
     try:

@@ -7,6 +7,7 @@ writers, evaluation outputs) is shared here, once.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -45,6 +46,18 @@ class Method:
     validation: Callable[[Any], Callable[[State, Batch], Mapping[str, jax.Array]] | None] = lambda c: None
     best_metric: str | None = None  # lower is better
     validation_stage: str | None = None  # only checkpoints of this stage compete for "best"
+
+
+# config.method -> the package module that defines `METHOD` (and init_state, the step functions).
+METHOD_MODULES = {"funetgan": "funetgan_jax.train", "gon": "gon_jax.train"}
+
+
+def method_module(config) -> Any:
+    """The train module of config.method ('funetgan' | 'gon'); ValueError naming the setting otherwise."""
+    name = config.get("method")
+    if name not in METHOD_MODULES:
+        raise ValueError(f"config.method={name!r} is not one of {sorted(METHOD_MODULES)}")
+    return importlib.import_module(METHOD_MODULES[name])
 
 
 def check_config(config) -> None:

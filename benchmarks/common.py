@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -85,10 +86,11 @@ class Compiled:
         return self.executable(*args)
 
 
-def compile_jax(fn: Callable[..., Any], *args: Any, donate_argnums: int | tuple[int, ...] = ()) -> Compiled:
+def compile_jax(fn: Callable[..., Any], *args: Any, donate_argnums: int | tuple[int, ...] = (),
+                compiler_options: dict[str, Any] | None = None) -> Compiled:
     """jax.jit(fn) lowered and compiled for `args`; lowering (tracing) and compilation timed apart."""
     t0 = time.perf_counter()
-    lowered = jax.jit(fn, donate_argnums=donate_argnums).lower(*args)
+    lowered = jax.jit(fn, donate_argnums=donate_argnums, compiler_options=compiler_options).lower(*args)
     t1 = time.perf_counter()
     executable = lowered.compile()
     t2 = time.perf_counter()
@@ -124,6 +126,13 @@ def static_memory_bytes(compiled: Compiled | Any) -> int | None:
         return None
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
                - m.alias_size_in_bytes)
+
+
+def initial_state(config: Any, seed: int = 0) -> Any:
+    """The training state of config.method's networks, initialised as the program does (jitted, init_key)."""
+    from anomaly_core import program
+
+    return jax.jit(functools.partial(program.method_module(config).init_state, config))(program.init_key(seed))
 
 
 def block(tree: Any) -> Any:

@@ -85,23 +85,15 @@ def main(argv: list[str] | None = None) -> str:
     options = {"xla_backend_optimization_level": args.opt_level} if args.opt_level is not None else None
 
     init, specs = stage_specs(config, np.random.default_rng(0))
-    kw = {"compiler_options": options} if options else {}
     print("[jax] compiling init ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    lowered = jax.jit(init, **kw).lower(init_key(config.seed))
-    t1 = time.perf_counter()
-    compiled_init = lowered.compile()
-    t2 = time.perf_counter()
+    compiled_init = common.compile_jax(init, init_key(config.seed), compiler_options=options)
     state = jax.block_until_ready(compiled_init(init_key(config.seed)))
-    rows = [{"stage": "init (all networks' parameters)", "label": args.label, "lower_s": t1 - t0, "compile_s": t2 - t1}]
+    rows = [{"stage": "init (all networks' parameters)", "label": args.label, "lower_s": compiled_init.lower_s,
+             "compile_s": compiled_init.compile_s}]
     key = jax.random.key(1)
     for stage, fn, batch, images in specs:
         print(f"[jax] compiling {stage} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        lowered = jax.jit(fn, donate_argnums=0, **kw).lower(state, batch, key)
-        t1 = time.perf_counter()
-        compiled = lowered.compile()
-        t2 = time.perf_counter()
+        compiled = common.compile_jax(fn, state, batch, key, donate_argnums=0, compiler_options=options)
         times = []
         for i in range(args.warmup + args.steps):
             s0 = time.perf_counter()
@@ -111,7 +103,7 @@ def main(argv: list[str] | None = None) -> str:
                 times.append(time.perf_counter() - s0)
         median = statistics.median(times)
         flops = common.flops_of(compiled)
-        rows.append({"stage": stage, "label": args.label, "lower_s": t1 - t0, "compile_s": t2 - t1,
+        rows.append({"stage": stage, "label": args.label, "lower_s": compiled.lower_s, "compile_s": compiled.compile_s,
                      "median_ms": median * 1e3, "min_ms": min(times) * 1e3, "images_per_s": images / median,
                      "gflop_per_step": flops / 1e9 if flops else None})
     meta = {**common.machine_info(), "config": args.config, "label": args.label,

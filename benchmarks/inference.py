@@ -16,7 +16,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -69,18 +68,6 @@ def gon_cases(size: str, precision: str) -> list[tuple[str, Any, Any]]:
     return cases
 
 
-def _init_state(config) -> Any:
-    from anomaly_core.program import init_key
-
-    if config.method == "funetgan":
-        from funetgan_jax import train as ft
-
-        return jax.jit(lambda r: ft.init_state(config, r))(init_key(0))
-    from gon_jax import train as gt
-
-    return jax.jit(lambda r: gt.init_state(config, r))(init_key(0))
-
-
 def main(argv: list[str] | None = None) -> str:
     args = common.parse_args(
         __doc__.splitlines()[0], NAME, argv, default_batch=64, default_steps=10,
@@ -95,7 +82,7 @@ def main(argv: list[str] | None = None) -> str:
     rng = np.random.default_rng(0)
     rows = []
     for label, score, config in cases:
-        state = _init_state(config)
+        state = common.initial_state(config)
         s, c = config.model.image_size, config.model.channels
         lo, hi = config.data.value_range
         row: dict[str, Any] = {"model": label}

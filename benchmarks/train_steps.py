@@ -60,12 +60,11 @@ def gon_config(kind: str, size: str, batch: int, precision: str):
 # ----------------------------------------------------------------------------- JAX steps
 def _funetgan_jax_specs(size, batch, precision, fused, rng, key) -> list[tuple]:
     """(name, step fn, args, images per step) of the f-UNetGAN steps."""
-    from anomaly_core.program import init_key
     from funetgan_jax import train as ft
 
     config = funetgan_config(size, batch, precision)
     s, c = config.model.image_size, config.model.channels
-    state = jax.jit(lambda r: ft.init_state(config, r))(init_key(0))
+    state = common.initial_state(config)
     x = jnp.asarray(rng.uniform(size=(batch, s, s, c)), jnp.float32)
     z = jnp.asarray(rng.normal(size=(batch, config.model.z_dim)), jnp.float32)
 
@@ -99,7 +98,6 @@ def _funetgan_jax_specs(size, batch, precision, fused, rng, key) -> list[tuple]:
 
 def jax_steps(size: str, batch: int, precision: str, fused: bool, only: str = "") -> dict[str, dict[str, Any]]:
     """name -> {'call': blocking zero-arg call, 'compiled': common.Compiled, 'images': per step}."""
-    from anomaly_core.program import init_key
     from gon_jax import train as gt
 
     rng = np.random.default_rng(0)
@@ -113,7 +111,7 @@ def jax_steps(size: str, batch: int, precision: str, fused: bool, only: str = ""
             continue
         gcfg = gon_config(kind, size, batch, precision)
         gs = gcfg.model.image_size
-        gstate = jax.jit(lambda r, gcfg=gcfg: gt.init_state(gcfg, r))(init_key(0))
+        gstate = common.initial_state(gcfg)
         lo, hi = gcfg.data.value_range
         gx = jnp.asarray(rng.uniform(lo, hi, size=(batch, gs, gs, gcfg.model.channels)), jnp.float32)
         specs.append((label, functools.partial(lambda st, b, k, gcfg: gt.train_step(gcfg, st, b, k), gcfg=gcfg),
