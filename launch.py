@@ -31,7 +31,7 @@ def method_module(config):
     try:
         return program.method_module(config)
     except ValueError as e:
-        raise SystemExit(f"{e} (in --config={flags.FLAGS['config'].value})") from None
+        raise SystemExit(f"{e} (in --config={config_flags.get_config_filename(flags.FLAGS['config'])})") from None
 
 
 def main(argv: list[str]) -> int:

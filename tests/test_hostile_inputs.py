@@ -146,6 +146,8 @@ CONFIG_CASES = [
     pytest.param("--config.train.batch_size=abc", "config.train.batch_size", id="wrong-type"),
     pytest.param("--config.data.channels=2", "config.data.channels", id="invalid-value"),
     pytest.param("--config.train.bach_size=4", "bach_size", id="unknown-key"),
+    pytest.param("--config.method=nope", "config.method='nope' is not one of ['funetgan', 'gon'] "
+                 "(in --config=configs/gon_quickstart.py:digits)", id="unknown-method"),
 ]
 
 
