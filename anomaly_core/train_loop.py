@@ -184,7 +184,10 @@ def train(
             done = step + 1
             report(done)
             stage_end = done == sum(s.num_steps for s in stages[: stages.index(stage) + 1])
-            save_now = done % loop.checkpoint_every == 0 or stage_end or sigterm.raised
+            # Read the flag once: a SIGTERM handled after the save decision (e.g. while the
+            # metrics below are fetched) must wait for the next step, not exit unsaved.
+            preempted = sigterm.raised
+            save_now = done % loop.checkpoint_every == 0 or stage_end or preempted
             if done % loop.log_every == 0 or save_now:
                 flush(done)
             if save_now:
@@ -209,7 +212,7 @@ def train(
                     metrics=val,
                     force=True,
                 )
-            if sigterm.raised:
+            if preempted:
                 checkpointer.wait()
                 writer.flush()
                 raise Preempted(

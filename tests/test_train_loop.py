@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +16,7 @@ from clu import metric_writers
 
 from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer, CheckpointError, check_workdir_writable
-from anomaly_core.train_loop import LoopConfig, Stage, TrainingDiverged, train
+from anomaly_core.train_loop import LoopConfig, Preempted, Stage, TrainingDiverged, train
 
 
 class CountingIterator:
@@ -63,7 +66,7 @@ def stacked_step(state, batches, rng):
     return state, m
 
 
-def run(workdir, steps, *, poison_at=None, checkpoint_every=4, stages=None):
+def run(workdir, steps, *, poison_at=None, checkpoint_every=4, log_every=2, stages=None, writer=None):
     mesh = parallel.make_mesh()
     it = CountingIterator(poison_at=poison_at)
     ckpt = Checkpointer(workdir, keep=2)
@@ -75,8 +78,8 @@ def run(workdir, steps, *, poison_at=None, checkpoint_every=4, stages=None):
             train_iter=it,
             mesh=mesh,
             checkpointer=ckpt,
-            writer=metric_writers.LoggingWriter(),
-            loop=LoopConfig(seed=3, log_every=2, checkpoint_every=checkpoint_every),
+            writer=writer or metric_writers.LoggingWriter(),
+            loop=LoopConfig(seed=3, log_every=log_every, checkpoint_every=checkpoint_every),
         )
     finally:
         ckpt.close()
@@ -111,6 +114,38 @@ def test_stages_and_stacked_batches(tmp_path):
     ckpt = Checkpointer(str(tmp_path))
     assert ckpt.latest_step() == 5
     ckpt.close()
+
+
+class SigtermWhileLogging(metric_writers.LoggingWriter):
+    """Sends this process SIGTERM while the metrics of `at_step` are written: after the loop
+    has decided whether to checkpoint that step, which is when a real preemption often lands."""
+
+    def __init__(self, at_step: int):
+        super().__init__()
+        self.at_step = at_step
+
+    def write_scalars(self, step, scalars):
+        super().write_scalars(step, scalars)
+        if step == self.at_step and "loss" in scalars:  # the step's metrics, not the progress report
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_a_step_checkpoints_the_step_it_names_and_resumes(tmp_path):
+    # Without the loop's handler, SIGTERM would end the test process itself.
+    assert threading.current_thread() is threading.main_thread()
+    with pytest.raises(Preempted, match="SIGTERM received") as info:
+        run(str(tmp_path), 12, checkpoint_every=5, log_every=1, writer=SigtermWhileLogging(3))
+    named = int(re.search(r"written at step (\d+)", str(info.value)).group(1))
+    assert named in (3, 4)
+    ckpt = Checkpointer(str(tmp_path))
+    assert ckpt.latest_step() == named
+    ckpt.close()
+    # The resumed run ends where a straight run ends.
+    resumed, ran, _ = run(str(tmp_path), 12)
+    assert ran == 12 - named
+    straight, _, _ = run(str(tmp_path / "straight"), 12)
+    for x, y in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
