@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> str:
     notes = [f"Demo dataset, {n_train} training images, {config.data.image_size} px, augment "
              f"{config.data.augment}, Grain read threads {config.data.read_threads}, worker processes "
              f"{config.data.num_workers}; {warmup} warm-up batches (one pass: the decoded-image cache) first.",
-             f"Step comparison: {how}." if needed else f"Step comparison: {how}.",
+             f"Step comparison: {how}.",
              f"Load average (1 min) at the start: {meta['load_average_1m']:.2f}."]
     md = common.write_results(args.out, title=f"Input pipeline, {args.size} size, batch {batch}",
                               command=common.command_line(), meta=meta, rows=rows, columns=columns, notes=notes)
