@@ -67,9 +67,24 @@ def features_of(out: Any) -> tuple[Array, Array]:
     return at_least_f32(feats[0]), at_least_f32(feats[1])
 
 
-def _pixel_sum(pixel_logits: Array) -> Array:
-    """sum over pixels (and the singleton channel) per sample: (B, H, W, 1) -> (B,)."""
-    return jnp.sum(pixel_logits, axis=tuple(range(1, pixel_logits.ndim)))
+PIXEL_REDUCTIONS = ("sum", "mean")
+
+
+def _check_reduction(pixel_reduction: str) -> None:
+    if pixel_reduction not in PIXEL_REDUCTIONS:
+        raise ValueError(f"config.train.pixel_reduction must be one of {PIXEL_REDUCTIONS}, got {pixel_reduction!r}")
+
+
+def pixel_reduce(pixel_logits: Array, pixel_reduction: str = "sum") -> Array:
+    """Per-sample reduction of the pixel logits (B, H, W, 1) -> (B,).
+
+    'sum' (the reference: its scale, and that of the decoder head's penalty, grows with
+    H * W) or 'mean' (sum / (H * W): the decoder head on the scale of the global head
+    whatever the image size).
+    """
+    _check_reduction(pixel_reduction)
+    axes = tuple(range(1, pixel_logits.ndim))
+    return jnp.sum(pixel_logits, axis=axes) if pixel_reduction == "sum" else jnp.mean(pixel_logits, axis=axes)
 
 
 def _safe_norm(g: Array) -> Array:
@@ -84,15 +99,17 @@ def _safe_norm(g: Array) -> Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def gradient_penalties(d_fn: Callable[[Array], Any], x_hat: Array, *, has_aux: bool = False) -> Any:
+def gradient_penalties(d_fn: Callable[[Array], Any], x_hat: Array, *, has_aux: bool = False,
+                       pixel_reduction: str = "sum") -> Any:
     """WGAN-GP penalties of both discriminator heads at the interpolates x_hat (B, H, W, C).
 
     d_fn(x) returns a discriminator output (DiscriminatorOutput or (global_logit (B,),
     pixel_logits (B, H, W, 1))); with has_aux=True it returns (output, aux), e.g. the
     mutated `batch_stats` / `spectral` collections, and aux is handed back.
       GP_enc = mean_b (|| d sum_b D_enc(xh) / d xh_b ||_2 - 1)^2
-      GP_dec = mean_b (|| d sum_b sum_pixels D_dec(xh) / d xh_b ||_2 - 1)^2
-    with the norm over (H, W, C) of each sample. d_fn runs once: one forward (jax.vjp),
+      GP_dec = mean_b (|| d sum_b R_pixels D_dec(xh) / d xh_b ||_2 - 1)^2
+    with the norm over (H, W, C) of each sample and R the `pixel_reduction` ('sum' |
+    'mean') of the decoder head's loss. d_fn runs once: one forward (jax.vjp),
     then one backward per head through that forward. The gradients are of the batch
     SUM of the outputs, like
     PyTorch's autograd.grad(grad_outputs=ones); this equals the per-sample gradient only
@@ -119,7 +136,9 @@ def gradient_penalties(d_fn: Callable[[Array], Any], x_hat: Array, *, has_aux: b
     # and the vmapped double backward batches the kernels (grouped convolutions). On the
     # quickstart D step (CPU) the D-loss gradient took 93 ms with two passes, 108 ms vmapped.
     (grad_enc,) = vjp_fn((jnp.ones_like(enc), jnp.zeros_like(dec)))
-    (grad_dec,) = vjp_fn((jnp.zeros_like(enc), jnp.ones_like(dec)))
+    _check_reduction(pixel_reduction)
+    dec_weight = 1.0 if pixel_reduction == "sum" else 1.0 / (dec.size // dec.shape[0])
+    (grad_dec,) = vjp_fn((jnp.zeros_like(enc), jnp.full_like(dec, dec_weight)))
     gp_enc = jnp.mean(jnp.square(_safe_norm(grad_enc) - 1.0))
     gp_dec = jnp.mean(jnp.square(_safe_norm(grad_dec) - 1.0))
     return ((gp_enc, gp_dec), aux) if has_aux else (gp_enc, gp_dec)
@@ -135,6 +154,7 @@ def discriminator_loss(
     mix_weight: Array | None = None,
     lambda_gp: float = 10.0,
     lambda_mix: float = 1.0,
+    pixel_reduction: str = "sum",
 ) -> tuple[Array, Metrics]:
     """L_D = L_enc + L_dec + lambda_mix * L_mix (REFERENCE.md 1.5) from computed outputs.
 
@@ -144,20 +164,21 @@ def discriminator_loss(
     lam (B, 1, 1, 1) for Mixup, the mask M (B, H, W, 1) for CutMix. Leave d_mixed and
     mix_weight None for consistency 'none' (L_mix = 0).
       L_enc = mean D_enc(fake) - mean D_enc(real) + lambda_gp * GP_enc
-      L_dec = mean_b sum_pixels D_dec(fake) - mean_b sum_pixels D_dec(real) + lambda_gp * GP_dec
+      L_dec = mean_b R_pixels D_dec(fake) - mean_b R_pixels D_dec(real) + lambda_gp * GP_dec
       L_mix = mean (D_dec(mixed) - (w * D_dec(real) + (1 - w) * D_dec(fake)))^2
-    The consistency target is not detached (reference; U-Net GAN does the same), so L_mix
+    R is `pixel_reduction`: 'sum' (reference) or 'mean' over the H * W pixels; the
+    penalty gp_dec must have been computed with the same reduction. The consistency target is not detached (reference; U-Net GAN does the same), so L_mix
     also moves D_dec on the real and fake batches.
     Metrics: d_loss, l_enc, l_dec, l_mix, gp_enc, gp_dec and the critics' Wasserstein
     estimates wasserstein_enc = mean D_enc(real) - mean D_enc(fake), wasserstein_dec
-    likewise with the per-sample pixel sums.
+    likewise with the per-sample pixel reductions.
     """
     enc_real, dec_real = logits_of(d_real)
     enc_fake, dec_fake = logits_of(d_fake)
     if dec_real.shape != dec_fake.shape:
         raise ValueError(f"pixel logits on real {dec_real.shape} and fake {dec_fake.shape} differ in shape")
     wasserstein_enc = jnp.mean(enc_real) - jnp.mean(enc_fake)
-    wasserstein_dec = jnp.mean(_pixel_sum(dec_real)) - jnp.mean(_pixel_sum(dec_fake))
+    wasserstein_dec = jnp.mean(pixel_reduce(dec_real, pixel_reduction)) - jnp.mean(pixel_reduce(dec_fake, pixel_reduction))
     l_enc = -wasserstein_enc + lambda_gp * gp_enc
     l_dec = -wasserstein_dec + lambda_gp * gp_dec
 
@@ -197,6 +218,7 @@ def discriminator_loss_from_networks(
     interpolation: str = "per_channel",
     lambda_gp: float = 10.0,
     lambda_mix: float = 1.0,
+    pixel_reduction: str = "sum",
 ) -> tuple[Array, tuple[Metrics, Any]]:
     """The whole discriminator objective of one D step, given the stateful D callable.
 
@@ -224,7 +246,8 @@ def discriminator_loss_from_networks(
 
     a = interpolation_weights(k_gp, real.shape[0], real.shape[-1], interpolation).astype(real.dtype)
     x_hat = a * real + (1.0 - a) * fake
-    (gp_enc, gp_dec), state = gradient_penalties(lambda x, s=state: d_fn(x, s), x_hat, has_aux=True)
+    (gp_enc, gp_dec), state = gradient_penalties(lambda x, s=state: d_fn(x, s), x_hat, has_aux=True,
+                                                 pixel_reduction=pixel_reduction)
 
     loss, metrics = discriminator_loss(
         d_real,
@@ -235,19 +258,20 @@ def discriminator_loss_from_networks(
         mix_weight=mix_weight,
         lambda_gp=lambda_gp,
         lambda_mix=lambda_mix,
+        pixel_reduction=pixel_reduction,
     )
     return loss, (metrics, state)
 
 
-def generator_loss(d_fake: Any) -> tuple[Array, Metrics]:
-    """L_G = -mean D_enc(G(z)) - mean_b sum_pixels D_dec(G(z)) (REFERENCE.md 1.5).
+def generator_loss(d_fake: Any, pixel_reduction: str = "sum") -> tuple[Array, Metrics]:
+    """L_G = -mean D_enc(G(z)) - mean_b R_pixels D_dec(G(z)), R = `pixel_reduction` ('sum' | 'mean').
 
     d_fake: discriminator output on the generated batch. Metrics: g_loss, g_enc
-    (= -mean D_enc), g_dec (= -mean_b sum_pixels D_dec).
+    (= -mean D_enc), g_dec (= -mean_b R_pixels D_dec).
     """
     enc, dec = logits_of(d_fake)
     g_enc = -jnp.mean(enc)
-    g_dec = -jnp.mean(_pixel_sum(dec))
+    g_dec = -jnp.mean(pixel_reduce(dec, pixel_reduction))
     loss = g_enc + g_dec
     return loss, {"g_loss": loss, "g_enc": g_enc, "g_dec": g_dec}
 

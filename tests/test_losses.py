@@ -290,3 +290,39 @@ def test_encoder_loss_gradients_through_frozen_critic(detach):
         np.testing.assert_allclose(critic_grad, 0.0, atol=1e-7)
     else:
         assert np.abs(np.asarray(critic_grad)).max() > 1e-3
+
+
+# ---------------------------------------------------------------- pixel reduction
+
+
+def test_pixel_reduction_mean_scales_decoder_terms_by_exactly_hw():
+    """'mean' divides the decoder head's Wasserstein estimate, generator term and penalty
+    gradient by H * W; the global head is untouched."""
+    d_real, d_fake = _hand_outputs()  # 2 x 2 pixels
+    hw = 4.0
+    _, m_sum = losses.discriminator_loss(d_real, d_fake, 0.25, 0.5, pixel_reduction="sum")
+    _, m_mean = losses.discriminator_loss(d_real, d_fake, 0.25, 0.5, pixel_reduction="mean")
+    np.testing.assert_allclose(m_mean["wasserstein_dec"] * hw, m_sum["wasserstein_dec"], rtol=1e-6)
+    np.testing.assert_allclose(m_mean["wasserstein_enc"], m_sum["wasserstein_enc"], rtol=1e-6)
+    _, g_sum = losses.generator_loss(d_fake, "sum")
+    _, g_mean = losses.generator_loss(d_fake, "mean")
+    np.testing.assert_allclose(g_mean["g_dec"] * hw, g_sum["g_dec"], rtol=1e-6)
+    np.testing.assert_allclose(g_mean["g_enc"], g_sum["g_enc"], rtol=1e-6)
+
+    w, v, x_hat = _arrays(5, (H, W, C), (C,), (B, H, W, C), scale=0.3)
+
+    def d_fn(x):  # the linear critic of test_gradient_penalties_linear_critic
+        return jnp.sum(w * x, axis=(1, 2, 3)) + 0.3, (x @ v)[..., None] + 0.1
+
+    gp_enc, gp_dec = losses.gradient_penalties(d_fn, jnp.asarray(x_hat), pixel_reduction="mean")
+    # d mean_pix D_dec / d x = v / (H W) at every pixel: norm sqrt(H W) ||v|| / (H W)
+    np.testing.assert_allclose(gp_dec, (np.linalg.norm(v) / np.sqrt(H * W) - 1) ** 2, rtol=1e-5)
+    np.testing.assert_allclose(gp_enc, (np.linalg.norm(w) - 1) ** 2, rtol=1e-5)
+
+
+def test_pixel_reduction_rejects_other_names():
+    d_real, d_fake = _hand_outputs()
+    with pytest.raises(ValueError, match="config.train.pixel_reduction"):
+        losses.generator_loss(d_fake, "max")
+    with pytest.raises(ValueError, match="config.train.pixel_reduction"):
+        losses.discriminator_loss(d_real, d_fake, 0.0, 0.0, pixel_reduction="median")
