@@ -11,7 +11,7 @@ import ml_collections
 from anomaly_core.precision import compute_dtype
 from anomaly_core.summary import parameter_summary
 from funetgan_jax.cbam import SPATIAL_NORMS
-from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, UNetDiscriminator
+from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, D_NORMS, GLOBAL_POOLS, UNetDiscriminator
 from funetgan_jax.encoder import Encoder
 from funetgan_jax.generator import GENERATOR_OUTPUTS, Generator, generator_multipliers
 
@@ -22,6 +22,8 @@ _CHOICES = {
     "d_block": D_BLOCKS,
     "d_attention": ATTENTIONS,
     "e_attention": ATTENTIONS,
+    "d_global_pool": GLOBAL_POOLS,
+    "d_norm": D_NORMS,
 }
 def default_model_config() -> ml_collections.ConfigDict:
     """Full-size f-UNetGAN model settings (REFERENCE.md 1): 128x128x3, z 100, width 64."""
@@ -36,6 +38,8 @@ def default_model_config() -> ml_collections.ConfigDict:
         d_block="residual",  # "residual" | "conv"
         d_attention="none",  # "none" | "cbam"
         e_attention="none",  # "none" | "cbam"
+        d_global_pool="sum",  # global head pooling of LeakyReLU(e5): "sum" (reference) | "mean"
+        d_norm="instance",  # norm inside D's blocks: "instance" (reference) | "none" (spectral norm only)
     ))
 
 
@@ -67,9 +71,10 @@ def build_generator(model_cfg: Any) -> Generator:
 def build_discriminator(model_cfg: Any) -> UNetDiscriminator:
     """U-Net discriminator for (B, S, S, channels) images, S divisible by 16."""
     cfg = _validated(model_cfg, ("image_size", "width", "cbam_reduction", "spatial_norm", "d_block",
-                                 "d_attention"), divisor=16)
+                                 "d_attention", "d_global_pool", "d_norm"), divisor=16)
     return UNetDiscriminator(width=cfg.width, block=cfg.d_block, attention=cfg.d_attention,
                              cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm,
+                             global_pool=cfg.d_global_pool, norm=cfg.d_norm,
                              dtype=compute_dtype(cfg))
 
 

@@ -19,6 +19,8 @@ Array = jax.Array
 
 D_BLOCKS = ("residual", "conv")
 ATTENTIONS = ("none", "cbam")
+GLOBAL_POOLS = ("sum", "mean")
+D_NORMS = ("instance", "none")
 
 
 class ResidualConv(nn.Module):
@@ -41,19 +43,22 @@ class ResidualConv(nn.Module):
     shortcut: bool = True
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    norm: str = "instance"  # both norm sites: 'instance' (reference) | 'none' (spectral norm only)
     dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         check_choice(self.attention, ATTENTIONS, "ResidualConv.attention (config.model.d_attention/e_attention)")
+        check_choice(self.norm, D_NORMS, "ResidualConv.norm (config.model.d_norm)")
         check_choice(self.pool, ("max", "avg"), "ResidualConv.pool")
         super().__post_init__()
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        x = instance_norm(cast(x, self.dtype))  # the shortcut uses this normalised x, as in the reference
+        norm = instance_norm if self.norm == "instance" else (lambda t: t)
+        x = norm(cast(x, self.dtype))  # the shortcut uses this normalised x, as in the reference
         h = nn.relu(x) if self.preact else x
         h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv1")(h, train=train)
-        h = nn.leaky_relu(instance_norm(h), 0.2)
+        h = nn.leaky_relu(norm(h), 0.2)
         h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv2")(h, train=train)
         if self.down:
             h = pool_2x2(h, self.pool)
@@ -92,10 +97,19 @@ class UNetDiscriminator(nn.Module):
     attention: str = "none"
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    # The global head's pooling of LeakyReLU(e5) over positions: 'sum' (reference) | 'mean'.
+    global_pool: str = "sum"
+    # Normalisation inside the blocks: 'instance' (reference) or 'none' (spectral norm only,
+    # as SNGAN/BigGAN critics). Instance norm divides every channel of every image by its own
+    # spread: the critic cannot see an image's brightness, contrast or colour balance, and a
+    # low-contrast input multiplies its input gradient by up to 1 / sqrt(1e-5).
+    norm: str = "instance"
     dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
         check_choice(self.block, D_BLOCKS, "config.model.d_block")
+        check_choice(self.global_pool, GLOBAL_POOLS, "config.model.d_global_pool")
+        check_choice(self.norm, D_NORMS, "config.model.d_norm")
         check_choice(self.attention, ATTENTIONS, "config.model.d_attention")
         super().__post_init__()
 
@@ -109,7 +123,7 @@ class UNetDiscriminator(nn.Module):
         def block(features: int, down: bool, attention: str, name: str) -> ResidualConv:
             return ResidualConv(features, preact=down, down=down, attention=attention,
                                 shortcut=self.block == "residual", cbam_reduction=self.cbam_reduction,
-                                spatial_norm=self.spatial_norm, dtype=self.dtype, name=name)
+                                spatial_norm=self.spatial_norm, norm=self.norm, dtype=self.dtype, name=name)
 
         skips = []
         h = x
@@ -121,7 +135,8 @@ class UNetDiscriminator(nn.Module):
             h = jnp.concatenate([upsample_nearest(h), skips[i]], axis=-1)
             h = block(filters[i], down=False, attention="none", name=f"dec{i + 1}")(h, train=train)
 
-        f_enc = jnp.sum(nn.leaky_relu(e5, 0.2), axis=(1, 2))
+        pool = jnp.sum if self.global_pool == "sum" else jnp.mean
+        f_enc = pool(nn.leaky_relu(e5, 0.2), axis=(1, 2))
         global_logit = SNDense(1, dtype=self.dtype, name="linear")(f_enc, train=train)[:, 0]
         pixel_logits = nn.Conv(1, (1, 1), kernel_init=torch_kernel_init, bias_init=torch_bias_init(self.width),
                                dtype=self.dtype, name="output_conv")(h)

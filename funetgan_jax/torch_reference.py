@@ -177,17 +177,18 @@ class ResidualConv(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, preactivation: bool, downsample: bool,
                  attention: str = "none", block: str = "residual", pool: str = "max",
-                 cbam_reduction: int = 16, spatial_norm: str = "batch"):
+                 cbam_reduction: int = 16, spatial_norm: str = "batch", norm: str = "instance"):
         super().__init__()
         _check_choice("attention", attention, ("cbam", "none"))
         _check_choice("block", block, ("residual", "conv"))
         _check_choice("pool", pool, ("max", "avg"))
+        _check_choice("norm", norm, ("instance", "none"))
         self.preactivation = preactivation
         self.downsample = downsample
         self.pool = pool
-        self.bn1 = instance_norm(in_ch)
+        self.bn1 = instance_norm(in_ch) if norm == "instance" else nn.Identity()
         self.conv1 = sn_conv(in_ch, out_ch, 3)
-        self.bn2 = instance_norm(out_ch)
+        self.bn2 = instance_norm(out_ch) if norm == "instance" else nn.Identity()
         self.conv2 = sn_conv(out_ch, out_ch, 3)
         self.attention1 = (CBAM(out_ch, cbam_reduction, spatial_norm)
                            if attention == "cbam" else None)
@@ -230,11 +231,14 @@ class UNetDiscriminator(nn.Module):
     def __init__(self, ch: int = 64, img_channels: int = 3,
                  multipliers: Sequence[int] = DISCRIMINATOR_MULTIPLIERS,
                  block: str = "residual", attention: str = "none",
-                 cbam_reduction: int = 16, spatial_norm: str = "batch"):
+                 cbam_reduction: int = 16, spatial_norm: str = "batch", norm: str = "instance",
+                 global_pool: str = "sum"):
         super().__init__()
+        _check_choice("global_pool", global_pool, ("sum", "mean"))
         filters = [ch * m for m in multipliers]
         self.depth = len(filters)
-        kw = dict(block=block, cbam_reduction=cbam_reduction, spatial_norm=spatial_norm)
+        self.global_pool = global_pool
+        kw = dict(block=block, cbam_reduction=cbam_reduction, spatial_norm=spatial_norm, norm=norm)
         self.input_layer = ResidualConv(img_channels, filters[0], preactivation=False,
                                         downsample=False, attention=attention, **kw)
         for i in range(1, self.depth):
@@ -254,7 +258,8 @@ class UNetDiscriminator(nn.Module):
         skips = [self.input_layer(x)]
         for i in range(1, self.depth):
             skips.append(getattr(self, f"residual_conv_{i}")(skips[-1]))
-        f_enc = F.leaky_relu(skips[-1], LEAKY_SLOPE).sum(dim=(2, 3))
+        f_enc = F.leaky_relu(skips[-1], LEAKY_SLOPE)
+        f_enc = f_enc.sum(dim=(2, 3)) if self.global_pool == "sum" else f_enc.mean(dim=(2, 3))
         h = skips[-1]
         for i in range(1, self.depth):
             h = torch.cat([_upsample(h), skips[self.depth - 1 - i]], dim=1)
@@ -311,7 +316,8 @@ def build_network(network: str, model_cfg: Any) -> nn.Module:
                          output=model_cfg.generator_output, **common)
     if network == "discriminator":
         return UNetDiscriminator(model_cfg.width, model_cfg.channels, block=model_cfg.d_block,
-                                 attention=model_cfg.d_attention, **common)
+                                 attention=model_cfg.d_attention, norm=model_cfg.get("d_norm", "instance"),
+                                 global_pool=model_cfg.get("d_global_pool", "sum"), **common)
     if network == "encoder":
         return Encoder(model_cfg.z_dim, model_cfg.width, model_cfg.channels, model_cfg.image_size,
                        attention=model_cfg.e_attention, **common)

@@ -121,6 +121,14 @@ def test_discriminator_forward_parity(block, attention):
                   {"return_features": True})
 
 
+@pytest.mark.parametrize("d_norm,pool", [("none", "sum"), ("none", "mean"), ("instance", "mean")])
+def test_discriminator_forward_parity_dynamics_switches(d_norm, pool):
+    """config.model.d_norm and d_global_pool (the training configs' critic) in both renderings."""
+    torch.manual_seed(4)
+    check_forward("discriminator", tiny_config(d_norm=d_norm, d_global_pool=pool), discriminator_outputs,
+                  {"return_features": True})
+
+
 def test_encoder_forward_parity():
     """With CBAM in the encoder blocks (config.model.e_attention); the gradient test below
     covers the default encoder without it."""
