@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 
 from anomaly_core import data as data_lib
 from anomaly_core import metrics as metrics_lib
-from anomaly_core import parallel, report, visualise
+from anomaly_core import baseline, parallel, report, visualise
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ def score_batches(
 
 
 def score_split(
-    score_fn: ScoreFn, data_cfg, split: str, mesh, *, batch_size: int, max_panels: int = 0
+    score_fn: ScoreFn, data_cfg, split: str | data_lib.Split, mesh, *, batch_size: int, max_panels: int = 0
 ) -> ScoredSplit | None:
-    """Scores every example of `split` ('val' or 'test'); None when the split is empty."""
-    loaded = data_lib.load_split(data_cfg, split)
+    """Scores every example of `split` ('val' | 'test' or a loaded Split); None when it is empty."""
+    loaded = data_lib.load_split(data_cfg, split) if isinstance(split, str) else split
     if len(loaded) == 0:
         return None
     batches = data_lib.eval_batches(
@@ -103,7 +103,7 @@ def score_split(
     keep = report.select_panels(loaded.records, max_panels) if max_panels else ()
     cat = score_batches(score_fn, batches, mesh, n=len(loaded), keep=keep)
     return ScoredSplit(
-        split=split,
+        split=loaded.name,
         records=list(loaded.records),
         labels=cat["label"].astype(np.int32),
         image_scores=cat["image_score"].astype(np.float64),
@@ -127,7 +127,9 @@ def evaluate(
     """Scores val and test, fits thresholds on val, writes metrics.json, scores.csv, images."""
     ev = config.eval
     val = score_split(score_fn, config.data, "val", mesh, batch_size=ev.batch_size)
-    test = score_split(score_fn, config.data, "test", mesh, batch_size=ev.batch_size, max_panels=ev.max_panels)
+    test_split = data_lib.load_split(config.data, "test")
+    test = score_split(score_fn, config.data, test_split, mesh, batch_size=ev.batch_size,
+                       max_panels=ev.max_panels)
     if test is None:
         raise ValueError(f"the test split of config.data (source {config.data.source!r}) is empty")
     if val is None:
@@ -145,6 +147,10 @@ def evaluate(
         threshold_rule=ev.threshold_rule,
         fpr_limit=ev.aupro_fpr_limit,
     )
+    if ev.get("baseline", True):
+        results["baseline"] = baseline.evaluate(
+            config.data, test_split, smoothing_sigma=float(ev.get("smoothing_sigma", 0.0)),
+            fpr_limit=ev.aupro_fpr_limit, batch_size=ev.batch_size)
     results["evaluation"] = {
         "test_examples": int(len(test.labels)),
         "val_examples": 0 if val is None else int(len(val.labels)),

@@ -28,6 +28,10 @@ def _print_summary(results: dict) -> None:
     scalars = results.get("scalars", {})
     flat = {k: round(scalars[k], 4) for k in keys if isinstance(scalars.get(k), (int, float))}
     print("metrics (test split): " + json.dumps(flat))
+    base = results.get("baseline")
+    if base:
+        flat = {k: round(base[k], 4) for k in keys if isinstance(base.get(k), (int, float))}
+        print("no-learning baseline, |x - mean training image| (same split): " + json.dumps(flat))
 
 
 class _QuietLibraries(logging.Filter):
