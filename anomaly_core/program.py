@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation, parallel
+from anomaly_core import evaluation, parallel, visualise
 from anomaly_core.checkpointing import Checkpointer, CheckpointError
 from anomaly_core.train_loop import LoopConfig, Stage, make_writer, train
 
@@ -46,6 +46,13 @@ class Method:
     validation: Callable[[Any], Callable[[State, Batch], Mapping[str, jax.Array]] | None] = lambda c: None
     best_metric: str | None = None  # lower is better
     validation_stage: str | None = None  # only checkpoints of this stage compete for "best"
+    # progress_images(config) -> fn(state, stage, images) -> {name: pictures (rows, columns, H, W, C)
+    # in the data's value range}, or None; `images` (N, H, W, C) are fixed validation images.
+    # Each result is written as a grid (TensorBoard and <workdir>/progress/<stage>_<step>_<name>.png).
+    progress_images: Callable[[Any], Callable[[State, str, jax.Array], Mapping[str, jax.Array]] | None] = (
+        lambda c: None)
+    # health_limits(config) -> ((metric, limit, meaning), ...): warned about when exceeded.
+    health_limits: Callable[[Any], tuple[tuple[str, float, str], ...]] = lambda c: ()
 
 
 # config.method -> the package module that defines `METHOD` (and init_state, the step functions).
@@ -138,6 +145,41 @@ def _validation_fn(method: Method, config, mesh):
     return validate
 
 
+PROGRESS_IMAGES = 8  # fixed validation images shown in the progress grids
+
+
+def _progress_image_fn(method: Method, config, workdir: str, mesh, writer):
+    """The loop's image_fn: the method's progress images of fixed validation images, as grids."""
+    fn = method.progress_images(config)
+    if fn is None or not config.train.get("image_every", 0):
+        return None
+    split = data_lib.load_split(config.data, "val")
+    if len(split) == 0:
+        split = data_lib.load_split(config.data, "train")
+    first = next(iter(data_lib.eval_batches(config.data, split, batch_size=PROGRESS_IMAGES)))
+    images = np.asarray(first["image"])[np.asarray(first["valid"], bool)]
+    rep = parallel.replicated(mesh)
+    jitted = jax.jit(fn, static_argnums=1, in_shardings=(rep, rep), out_shardings=rep)
+    images = jax.device_put(images, rep)
+    folder = os.path.join(workdir, "progress")
+    value_range = tuple(config.data.value_range)
+
+    def write(state, stage: str, step: int) -> None:
+        grids = {}
+        for name, tiles in jitted(state, stage, images).items():
+            tiles = evaluation.gather(tiles)
+            grids[name] = visualise.image_grid(tiles.reshape(-1, *tiles.shape[2:]), value_range,
+                                               columns=tiles.shape[1])
+        if jax.process_index() != 0:
+            return
+        os.makedirs(folder, exist_ok=True)
+        for name, grid in grids.items():
+            visualise.save_png(os.path.join(folder, f"{stage}_{step:06d}_{name}.png"), grid)
+        writer.write_images(step, {f"progress/{name}": grid[None] for name, grid in grids.items()})
+
+    return write
+
+
 def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
     """Trains (resuming from `<workdir>/checkpoints` when present), then evaluates."""
     check_config(config)
@@ -169,8 +211,11 @@ def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
                 writer=writer,
                 loop=LoopConfig(seed=config.seed, log_every=config.train.log_every,
                                 checkpoint_every=config.train.checkpoint_every,
-                                best_metric=method.best_metric),
+                                best_metric=method.best_metric,
+                                image_every=int(config.train.get("image_every", 0)),
+                                health_limits=tuple(method.health_limits(config))),
                 validation_fn=_validation_fn(method, config, mesh),
+                image_fn=_progress_image_fn(method, config, workdir, mesh, writer),
                 meta={"method": method.name},
             )
             total = sum(s.num_steps for s in stages)

@@ -59,6 +59,11 @@ class LoopConfig:
     checkpoint_every: int = 500
     # Metric (from `validation_fn`) that selects the best checkpoint; None = latest only.
     best_metric: str | None = None
+    # Progress images (`image_fn`) every this many steps and at each stage's end; 0 = never.
+    image_every: int = 0
+    # Training-health limits: a logged metric whose interval mean exceeds its limit is warned
+    # about (name, limit, what it means), e.g. a WGAN-GP penalty far from its target.
+    health_limits: tuple[tuple[str, float, str], ...] = ()
 
 
 def make_writer(workdir: str) -> metric_writers.MetricWriter:
@@ -110,13 +115,15 @@ def train(
     writer: metric_writers.MetricWriter,
     loop: LoopConfig,
     validation_fn: Callable[[Any, str], Mapping[str, float]] | None = None,
+    image_fn: Callable[[Any, str, int], None] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> tuple[Any, int]:
     """Runs (or resumes) all stages. Returns (final state, number of steps run now).
 
     `state` is the freshly initialised (replicated) state; when `checkpointer` holds a
     checkpoint, training resumes from it instead. `train_iter` yields process-local
-    batches and has `get_state()`/`set_state()`.
+    batches and has `get_state()`/`set_state()`. `image_fn(state, stage_name, step)` writes
+    progress images (every `loop.image_every` steps and at each stage's end).
     """
     total = sum(s.num_steps for s in stages)
     start = 0
@@ -167,7 +174,12 @@ def train(
                 f"The last good checkpoint (step {checkpointer.latest_step()}) in {checkpointer.directory} "
                 "is kept; lower the learning rate or check the data."
             )
-        writer.write_scalars(step, {k: float(np.mean(v)) for k, v in by_key.items()})
+        means = {k: float(np.mean(v)) for k, v in by_key.items()}
+        writer.write_scalars(step, means)
+        for name, limit, meaning in loop.health_limits:
+            if name in means and means[name] > limit:
+                log.warning("training health: %s = %.4g (mean of steps %d-%d) is above %.4g: %s",
+                            name, means[name], last_checked + 1, step, limit, meaning)
         pending, last_checked = [], step
 
     steps_run = 0
@@ -190,6 +202,8 @@ def train(
             save_now = done % loop.checkpoint_every == 0 or stage_end or preempted
             if done % loop.log_every == 0 or save_now:
                 flush(done)
+            if image_fn is not None and loop.image_every and (done % loop.image_every == 0 or stage_end):
+                image_fn(state, stage.name, done)
             if save_now:
                 if not bool(all_finite(state)):
                     raise TrainingDiverged(

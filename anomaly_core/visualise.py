@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-__all__ = ["panel", "save_png", "encode_png", "plot_roc", "plot_pro", "plot_score_histogram"]
+__all__ = ["image_grid", "panel", "save_png", "encode_png", "plot_roc", "plot_pro", "plot_score_histogram"]
 
 _MAX_CURVE_POINTS = 4000
 
@@ -95,6 +95,26 @@ def panel(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _render(fig)
+
+
+def image_grid(images, value_range: tuple[float, float], *, columns: int = 8, gap: int = 2) -> np.ndarray:
+    """A grid of images (N, H, W, C), C in {1, 3}, in `value_range`, row by row, `columns` per
+    row, separated by `gap` white pixels: (rows*(H+gap)-gap, cols*(W+gap)-gap, 3) uint8,
+    cols = min(columns, N)."""
+    a = np.asarray(images, np.float32)
+    if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[0] < 1:
+        raise ValueError(f"image_grid: images must be (N >= 1, H, W, 1 or 3); got {a.shape}")
+    if columns < 1 or gap < 0:
+        raise ValueError(f"image_grid: columns={columns} must be >= 1 and gap={gap} >= 0")
+    n, h, w, _ = a.shape
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for i, image in enumerate(a):
+        r, c = divmod(i, cols)
+        tile = np.round(_as_display_image(image, value_range, "image") * 255.0).astype(np.uint8)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tile
+    return out
 
 
 def encode_png(array) -> bytes:

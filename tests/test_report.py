@@ -173,3 +173,21 @@ def test_panel_value_ranges_and_channels_render_identically():
     assert not np.array_equal(unit, visualise.panel(gray, gray, amap, None, threshold=0.7, title="x"))
     with pytest.raises(ValueError, match="anomaly_map must be"):
         visualise.panel(gray, gray, amap[:8], mask)
+
+
+def test_image_grid_layout_and_value_ranges():
+    from anomaly_core import visualise
+
+    images = np.zeros((5, 4, 3, 1), np.float32)
+    images[2] = 1.0  # third tile white
+    grid = visualise.image_grid(images * 2 - 1, (-1.0, 1.0), columns=2, gap=1)
+    assert grid.shape == (3 * 5 - 1, 2 * 4 - 1, 3) and grid.dtype == np.uint8
+    assert (grid[5:9, 0:3] == 255).all()  # row 1, column 0
+    assert (grid[0:4, 0:3] == 0).all() and (grid[0:4, 4:7] == 0).all()
+    assert (grid[4, :] == 255).all() and (grid[:, 3] == 255).all()  # gaps are white
+    assert (grid[10:14, 4:7] == 255).all()  # the unused last cell stays white
+    # the same pictures as RGB in [0, 1] give the same grid
+    same = visualise.image_grid(np.repeat(images, 3, axis=-1), (0.0, 1.0), columns=2, gap=1)
+    np.testing.assert_array_equal(grid, same)
+    with pytest.raises(ValueError, match="image_grid"):
+        visualise.image_grid(np.zeros((4, 4, 3)), (0.0, 1.0))

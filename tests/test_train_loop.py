@@ -66,7 +66,8 @@ def stacked_step(state, batches, rng):
     return state, m
 
 
-def run(workdir, steps, *, poison_at=None, checkpoint_every=4, log_every=2, stages=None, writer=None):
+def run(workdir, steps, *, poison_at=None, checkpoint_every=4, log_every=2, stages=None, writer=None,
+        image_fn=None, image_every=0, health_limits=()):
     mesh = parallel.make_mesh()
     it = CountingIterator(poison_at=poison_at)
     ckpt = Checkpointer(workdir, keep=2)
@@ -79,7 +80,9 @@ def run(workdir, steps, *, poison_at=None, checkpoint_every=4, log_every=2, stag
             mesh=mesh,
             checkpointer=ckpt,
             writer=writer or metric_writers.LoggingWriter(),
-            loop=LoopConfig(seed=3, log_every=log_every, checkpoint_every=checkpoint_every),
+            loop=LoopConfig(seed=3, log_every=log_every, checkpoint_every=checkpoint_every,
+                            image_every=image_every, health_limits=health_limits),
+            image_fn=image_fn,
         )
     finally:
         ckpt.close()
@@ -193,3 +196,22 @@ def test_unwritable_workdir_fails_fast(tmp_path):
     blocker.write_text("x")
     with pytest.raises(CheckpointError, match="not writable"):
         check_workdir_writable(str(blocker / "run"))
+
+
+def test_progress_images_every_n_steps_and_at_stage_ends(tmp_path):
+    calls = []
+    stages = [Stage("a", 5, fit_step), Stage("b", 3, fit_step)]
+    run(str(tmp_path), 8, stages=stages, image_fn=lambda state, stage, step: calls.append((stage, step)),
+        image_every=2)
+    assert calls == [("a", 2), ("a", 4), ("a", 5), ("b", 6), ("b", 8)]
+
+
+def test_health_warning_names_metric_steps_and_value(tmp_path, caplog):
+    caplog.set_level("WARNING")
+    run(str(tmp_path), 4, log_every=2, health_limits=(("loss", 1e-9, "the fit is far off"),))
+    warnings = [r.getMessage() for r in caplog.records if "training health" in r.getMessage()]
+    assert len(warnings) == 2  # one per logging interval (steps 1-2, 3-4)
+    assert re.search(r"loss = [0-9.e+-]+ \(mean of steps 1-2\) is above 1e-09: the fit is far off", warnings[0])
+    caplog.clear()
+    run(str(tmp_path / "quiet"), 4, log_every=2, health_limits=(("loss", 1e9, "never"),))
+    assert not [r for r in caplog.records if "training health" in r.getMessage()]
