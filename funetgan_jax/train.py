@@ -4,7 +4,9 @@ Stage 1 'adversarial' (REFERENCE.md 1.5): each jitted call runs n_critic discrim
 updates (a `lax.scan` over n_critic batches) followed by one generator update with the last
 discriminator step's z. Stage 2 'encoder' (1.6): the encoder trains through frozen G and D.
 The state is one pytree: {'g', 'd', 'e'} variables (params, batch_stats, spectral) and
-{'opt_g', 'opt_d', 'opt_e'} optimiser states.
+{'opt_g', 'opt_d', 'opt_e'} optimiser states; with `config.train.g_ema_decay` > 0 also
+'g_ema', an exponential moving average of G's parameters (with G's current statistics),
+which the encoder stage, scoring and the sample grids then use instead of G.
 """
 from __future__ import annotations
 
@@ -58,12 +60,37 @@ def init_state(config, rng) -> dict[str, Any]:
     d = D.init({"params": kd}, x, train=False)
     e = E.init({"params": ke}, x, train=False)
     tx = optimizers(config)
-    return {
+    state = {
         "g": g, "d": d, "e": e,
         "opt_g": tx["g"].init(g["params"]),
         "opt_d": tx["d"].init(d["params"]),
         "opt_e": tx["e"].init(e["params"]),
     }
+    if _ema_decay(config) > 0:
+        state["g_ema"] = g
+    return state
+
+
+def _ema_decay(config) -> float:
+    decay = float(config.train.get("g_ema_decay", 0.0))
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"config.train.g_ema_decay={decay!r} must be in [0, 1) (0 = no moving average)")
+    return decay
+
+
+def generator_variables(state) -> dict[str, Any]:
+    """The generator used after training: the moving average 'g_ema' when kept, else 'g'."""
+    return state.get("g_ema", state["g"])
+
+
+def update_ema(config, ema_vars, g_vars, g_updates: jax.Array) -> dict[str, Any]:
+    """ema <- d * ema + (1 - d) * params after `g_updates` (>= 1) generator updates, with
+    d = min(g_ema_decay, (1 + n) / (10 + n)) so early averages do not lag far behind;
+    the statistics (batch_stats, spectral) are G's current ones."""
+    n = jnp.asarray(g_updates, jnp.float32)
+    d = jnp.minimum(_ema_decay(config), (1.0 + n) / (10.0 + n))
+    params = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_vars["params"], g_vars["params"])
+    return {**g_vars, "params": params}
 
 
 def discriminator_update(config, g_vars, d_vars, opt_d, x, key):
@@ -85,7 +112,7 @@ def discriminator_update(config, g_vars, d_vars, opt_d, x, key):
         d_fn = lambda inp, s: D.apply({"params": p, **s}, inp, train=True, mutable=MUTABLE)  # noqa: E731
         return losses.discriminator_loss_from_networks(
             d_fn, d_state, x, fake, k_d, consistency=t.consistency, interpolation=t.interpolation,
-            lambda_gp=t.lambda_gp, lambda_mix=t.lambda_mix,
+            lambda_gp=t.lambda_gp, lambda_mix=t.lambda_mix, pixel_reduction=t.pixel_reduction,
         )
 
     (_, (metrics, d_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
@@ -106,7 +133,7 @@ def generator_update(config, g_vars, d_vars, opt_g, z):
     def g_loss_fn(p):
         fake, new_g_state = G.apply({"params": p, **g_state}, z, train=True, mutable=MUTABLE)
         d_out, new_d_state = D.apply({"params": d_params, **d_state}, fake, train=True, mutable=MUTABLE)
-        loss, metrics = losses.generator_loss(d_out)
+        loss, metrics = losses.generator_loss(d_out, config.train.pixel_reduction)
         return loss, (metrics, new_g_state, new_d_state)
 
     (_, (metrics, g_state, d_state)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g_params)
@@ -141,30 +168,43 @@ def adversarial_step(config, state, batches, rng):
     metrics = {k: jnp.mean(v) for k, v in d_metrics.items()} | g_metrics
     new_state = dict(state)
     new_state.update(g=g_vars, d=d_vars, opt_d=opt_d, opt_g=opt_g)
+    if "g_ema" in state:
+        new_state["g_ema"] = update_ema(config, state["g_ema"], g_vars, opt_g[0].count)
     return new_state, metrics
 
 
 def _frozen_fns(config, state):
     """Eval-mode G and D feature functions (frozen: no statistics change)."""
     G, D, _ = networks(config)
-    generate = lambda z: G.apply(state["g"], z, train=False)  # noqa: E731
+    generate = lambda z: G.apply(generator_variables(state), z, train=False)  # noqa: E731
     features = lambda x: D.apply(state["d"], x, train=False, return_features=True)  # noqa: E731
     return generate, features
 
 
-def encoder_objective(config, state, e_params, e_state, x):
+def encoder_objective(config, state, e_params, e_state, x, rng=None):
+    """L_E of REFERENCE.md 1.6 on real images x; with config.train.latent_weight > 0 plus
+    latent_weight * mean (E(G(z)) - z)^2 on G's samples at z ~ N(0, I) (f-AnoGAN's 'ziz'
+    term: it teaches E to invert G on G's own range; needs `rng`)."""
     _, _, E = networks(config)
     generate, features = _frozen_fns(config, state)
     encode = lambda inp, s: E.apply({"params": e_params, **s}, inp, train=True, mutable=MUTABLE)  # noqa: E731
-    return losses.encoder_loss(encode, generate, features, e_state, x, kappa=config.train.kappa,
-                               detach_critic=config.train.detach_critic)
+    loss, (metrics, e_state) = losses.encoder_loss(encode, generate, features, e_state, x, kappa=config.train.kappa,
+                                                   detach_critic=config.train.detach_critic)
+    weight = float(config.train.get("latent_weight", 0.0))
+    if weight > 0:
+        z = jax.random.normal(rng, (x.shape[0], config.model.z_dim), jnp.float32)
+        z_hat, e_state = encode(jax.lax.stop_gradient(generate(z)).astype(x.dtype), e_state)
+        l_latent = jnp.mean(jnp.square(z_hat.astype(jnp.float32) - z))
+        loss = loss + weight * l_latent
+        metrics = {**metrics, "e_loss": loss, "l_latent": l_latent}
+    return loss, (metrics, e_state)
 
 
-def encoder_step(config, state, batch, rng):  # noqa: ARG001 - deterministic stage
+def encoder_step(config, state, batch, rng):
     tx = optimizers(config)
     e_params, e_state = _split(state["e"])
     (_, (metrics, e_state)), grads = jax.value_and_grad(
-        lambda p: encoder_objective(config, state, p, e_state, batch["image"]), has_aux=True
+        lambda p: encoder_objective(config, state, p, e_state, batch["image"], rng), has_aux=True
     )(e_params)
     updates, opt_e = tx["e"].update(grads, state["opt_e"], e_params)
     new_state = dict(state)
@@ -176,7 +216,7 @@ def reconstruct(config, state, x):
     """xr = G(E(x)) in eval mode, and D's features of x and xr (one D pass on both)."""
     G, D, E = networks(config)
     z = E.apply(state["e"], x, train=False)
-    xr = G.apply(state["g"], z, train=False)
+    xr = G.apply(generator_variables(state), z, train=False)
     out = D.apply(state["d"], jnp.concatenate([x, xr]), train=False, return_features=True)
     n = x.shape[0]
     feats_x = (out.global_features[:n], out.pixel_features[:n])
@@ -214,6 +254,33 @@ def validation_fn(config):
     return validate
 
 
+PROGRESS_SEED = 1234  # the fixed latents of the sample grid
+
+
+def progress_images_fn(config):
+    """Progress pictures, each (rows, columns, H, W, C). Adversarial stage: G(z) at 16 fixed
+    latents, (2, 8). Encoder stage: the fixed validation images x (N, H, W, C) above their
+    reconstructions G(E(x)), (2, N). Eval mode."""
+    G, _, E = networks(config)
+    z = jax.random.normal(jax.random.key(PROGRESS_SEED), (16, config.model.z_dim), jnp.float32)
+
+    def images(state, stage: str, x):
+        g = generator_variables(state)
+        if stage == "adversarial":
+            samples = G.apply(g, z, train=False)
+            return {"samples": samples.reshape(2, 8, *samples.shape[1:])}
+        xr = G.apply(g, E.apply(state["e"], x, train=False), train=False).astype(x.dtype)
+        return {"reconstructions": jnp.stack([x, xr])}
+
+    return images
+
+
+def health_limits(config) -> tuple[tuple[str, float, str], ...]:  # noqa: ARG001 - same for every config
+    critic = ("the critic's input-gradient norm is about 1 + sqrt(penalty), far from its target 1: "
+              "the critic is not near 1-Lipschitz, so the adversarial losses do not yet measure anything")
+    return (("gp_enc", 100.0, critic), ("gp_dec", 100.0, critic))
+
+
 def stages(config) -> list[Stage]:
     t = config.train
     if t.n_critic < 1:
@@ -235,6 +302,8 @@ METHOD = program.Method(
     validation=validation_fn,
     best_metric="e_loss",
     validation_stage="encoder",
+    progress_images=progress_images_fn,
+    health_limits=health_limits,
 )
 
 

@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer
@@ -66,6 +67,18 @@ def test_train_writes_every_output(straight_run):
     rows = list(csv.DictReader(open(os.path.join(workdir, "scores.csv"))))
     assert len(rows) == 10 and {r["label"] for r in rows} == {"0", "1"}
     assert len(os.listdir(os.path.join(workdir, "panels"))) == 2
+    # The no-learning baseline is reported beside the model on the same split.
+    for key in ("image_auroc", "image_auroc_map_max", "pixel_auroc", "pixel_aupro"):
+        assert 0.0 <= metrics["baseline"][key] <= 1.0, key
+    # Progress grids at each stage's end: 16 samples of 32x32 in two rows of 8; the validation
+    # images (fewer than 8 here) in one row above the row of their reconstructions.
+    progress = sorted(os.listdir(os.path.join(workdir, "progress")))
+    assert progress == ["adversarial_000002_samples.png", "encoder_000004_reconstructions.png"]
+    samples = np.asarray(Image.open(os.path.join(workdir, "progress", progress[0])))
+    assert samples.shape == (2 * 34 - 2, 8 * 34 - 2, 3)
+    n_val = metrics["evaluation"]["val_examples"]
+    recons = np.asarray(Image.open(os.path.join(workdir, "progress", progress[1])))
+    assert recons.shape == (2 * 34 - 2, n_val * 34 - 2, 3)
     # Every variable of the final state is finite and the step count is complete.
     step, state, _ = final_state(tiny_config(""), workdir)
     assert step == 4
