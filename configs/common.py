@@ -18,6 +18,7 @@ def eval_config(**overrides) -> ml_collections.ConfigDict:
         max_panels=24,  # per-image PNG panels written for the test split
         threshold_rule="auto",  # EVALUATION.md: F1-optimal on val if it has anomalies, else mean + 2 std
         aupro_fpr_limit=0.3,
+        baseline=True,  # also score the test split with |x - mean training image| (no learning)
     ))
     cfg.update(overrides)
     return cfg

@@ -1,8 +1,19 @@
-"""The f-UNetGAN settings every f-UNetGAN config starts from (REFERENCE.md 1).
+"""The f-UNetGAN settings every f-UNetGAN config starts from.
 
 Hyperparameters are not recoverable from the reference (its parameters file was never
 committed): Adam 1e-4, betas (0.0, 0.9), n_critic 5, lambda_gp 10, lambda_mix 1, batch 16
-follow WGAN-GP / f-AnoGAN practice (REFERENCE.md 1.5).
+follow WGAN-GP / f-AnoGAN practice.
+
+Training dynamics: three of the reference's choices keep the GAN from learning (measured in
+docs/TRAINING.md), so the training configs depart from them by default:
+  config.model.d_norm = 'none'          (reference 'instance': a critic blind to brightness,
+                                         contrast and colour, far from 1-Lipschitz at start)
+  config.train.pixel_reduction = 'mean' (reference 'sum': the pixel head's loss and penalty
+                                         scale with H * W)
+  config.model.generator_output = 'tanh' with data in [-1, 1]
+                                        (reference 'relu_tanh' with data in [0, 1]: every
+                                         pixel below 0 is black and gets no gradient)
+`reference_dynamics(config)` (preset ':reference' of the MVTec configs) restores all three.
 """
 from __future__ import annotations
 
@@ -21,13 +32,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.data = default_data_config()
     config.data.image_size = 128
     config.data.channels = 3
-    config.data.value_range = (0.0, 1.0)  # generator output 'relu_tanh' lies in [0, 1)
+    config.data.value_range = (-1.0, 1.0)  # the generator's 'tanh' output range
     config.data.augment = True  # RandomResizedCrop(scale 0.5-1.0) + horizontal flip
 
     config.model = default_model_config()
     # Computation dtype: 'float32' | 'bfloat16' (params, losses, penalty norms and normalisation
     # statistics stay float32; docs/BENCHMARKS.md has the measured speed and agreement).
     config.model.dtype = "float32"
+    config.model.d_norm = "none"
+    config.model.generator_output = "tanh"
 
     config.train = ml_collections.ConfigDict(dict(
         batch_size=16,
@@ -42,11 +55,19 @@ def base_config() -> ml_collections.ConfigDict:
         lambda_gp=10.0,
         lambda_mix=1.0,
         consistency="mixup",  # 'mixup' (paper) | 'cutmix' (U-Net GAN) | 'none'
-        interpolation="per_channel",  # GP interpolates: 'per_channel' (reference) | 'per_sample'
+        interpolation="per_channel",
+        # Decoder-head losses and penalty over the pixel logits: 'sum' (reference; scale grows
+        # with H * W) | 'mean'.
+        pixel_reduction="mean",  # GP interpolates: 'per_channel' (reference) | 'per_sample'
         kappa=1.0,  # weight of the discriminator-feature terms in the encoder loss
+        latent_weight=0.0,  # weight of mean (E(G(z)) - z)^2 in the encoder loss (f-AnoGAN 'ziz'; 0 = off)
         detach_critic=False,  # True reproduces the reference's detached critic terms
         log_every=50,
         checkpoint_every=1000,
+        # Exponential moving average of G's weights for the encoder stage, scoring and samples
+        # (ProGAN/BigGAN practice; not in the reference): 0 = off, else the decay, e.g. 0.999.
+        g_ema_decay=0.0,
+        image_every=500,  # sample / reconstruction grids (progress/ and TensorBoard); 0 = off
     ))
     config.checkpoint = common.checkpoint_config()
     config.eval = common.eval_config(
@@ -55,6 +76,16 @@ def base_config() -> ml_collections.ConfigDict:
         image_score="fanogan",  # 'fanogan' (REFERENCE.md 1.7) | 'max_map'
     )
     config.distributed = common.distributed_config()
+    return config
+
+
+def reference_dynamics(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The reference's own training choices: instance norm in the critic, pixel sums in the
+    pixel head's losses, relu(tanh) generator output with data in [0, 1]."""
+    config.model.d_norm = "instance"
+    config.train.pixel_reduction = "sum"
+    config.model.generator_output = "relu_tanh"
+    config.data.value_range = (0.0, 1.0)
     return config
 
 

@@ -5,9 +5,14 @@
 
 MVTec AD: https://www.mvtec.com/company/research/datasets/mvtec-ad (download and unpack,
 then point config.data.root at the folder holding bottle/, carpet/, ...).
-Presets: `configs/mvtec_bottle.py:tiny` (tests: 32x32, width 4, 2 steps per stage).
+Presets: `configs/mvtec_bottle.py:tiny` (tests: 32x32, width 4, 2 steps per stage);
+`configs/mvtec_bottle.py:reference` (the reference's training choices: instance-norm critic, pixel
+sums, relu(tanh) output; needed to reproduce the original PyTorch code or load its critic).
+Training dynamics that carry over from the demo measurements (docs/TRAINING.md): the
+critic without instance norm and the pixel-mean reduction (both scale-free in image size and
+width) and the tanh output; the quickstart's encoder settings were measured only at 64x64.
 """
-from configs.funetgan_base import base_config, shrink
+from configs.funetgan_base import base_config, reference_dynamics, shrink
 
 
 def get_config(preset: str = ""):
@@ -17,6 +22,8 @@ def get_config(preset: str = ""):
     config.data.categories = ("bottle",)
     if preset == "tiny":
         shrink(config)
+    elif preset == "reference":
+        reference_dynamics(config)
     elif preset:
-        raise ValueError(f"unknown preset {preset!r} for configs/mvtec_bottle.py (known: tiny)")
+        raise ValueError(f"unknown preset {preset!r} for configs/mvtec_bottle.py (known: tiny, reference)")
     return config

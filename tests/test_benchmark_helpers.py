@@ -71,7 +71,7 @@ def test_config_step_names_a_missing_config_file(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         load_config(str(tmp_path / "nope.py"))
     config = load_config("configs/quickstart.py")
-    assert config.method == "funetgan" and config.model.image_size == 32
+    assert config.method == "funetgan" and config.model.image_size == 64
 
 
 def test_precision_helpers():

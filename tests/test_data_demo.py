@@ -141,3 +141,24 @@ def test_masks_cover_exactly_the_defects(tmp_path):
 def test_crop_too_large_is_rejected(tmp_path):
     with pytest.raises(DataError, match="demo_crop_size=300"):
         demo_textures.ensure_demo_dataset(str(tmp_path), small_cfg(".", demo_crop_size=300))
+
+
+def test_every_defect_survives_resizing_to_the_quickstart_resolution(tmp_path):
+    """At the quickstart's resolution no defective test image of the demo loses its whole mask
+    (a thin scratch can vanish when masks are resized and binarised at 0.5)."""
+    from configs.quickstart import get_config
+
+    cfg = get_config().data
+    cfg.root = str(tmp_path)
+    test = load_split(cfg, "test")
+    assert len(test) == cfg.demo_num_test_good + cfg.demo_num_test_defect
+    from anomaly_core.data.pipeline import ExampleLoader
+
+    loader = ExampleLoader(test, cfg)
+    for i, record in enumerate(test.records):
+        _, mask = loader.base(i)
+        assert mask.shape == (cfg.image_size, cfg.image_size)
+        if record.label == 1:
+            assert mask.sum() > 0, f"{record.path}: its defect vanished at {cfg.image_size}x{cfg.image_size}"
+        else:
+            assert mask.sum() == 0
