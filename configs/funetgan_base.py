@@ -55,10 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
         lambda_gp=10.0,
         lambda_mix=1.0,
         consistency="mixup",  # 'mixup' (paper) | 'cutmix' (U-Net GAN) | 'none'
-        interpolation="per_channel",
+        interpolation="per_channel",  # GP interpolates: 'per_channel' (reference) | 'per_sample'
         # Decoder-head losses and penalty over the pixel logits: 'sum' (reference; scale grows
         # with H * W) | 'mean'.
-        pixel_reduction="mean",  # GP interpolates: 'per_channel' (reference) | 'per_sample'
+        pixel_reduction="mean",
         kappa=1.0,  # weight of the discriminator-feature terms in the encoder loss
         latent_weight=0.0,  # weight of mean (E(G(z)) - z)^2 in the encoder loss (f-AnoGAN 'ziz'; 0 = off)
         detach_critic=False,  # True reproduces the reference's detached critic terms

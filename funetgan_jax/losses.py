@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.precision import at_least_f32
+from funetgan_jax.layers import check_choice
 from funetgan_jax.mixing import consistency_mix, interpolation_weights
 
 Array = jax.Array
@@ -71,8 +72,7 @@ PIXEL_REDUCTIONS = ("sum", "mean")
 
 
 def _check_reduction(pixel_reduction: str) -> None:
-    if pixel_reduction not in PIXEL_REDUCTIONS:
-        raise ValueError(f"config.train.pixel_reduction must be one of {PIXEL_REDUCTIONS}, got {pixel_reduction!r}")
+    check_choice(pixel_reduction, PIXEL_REDUCTIONS, "config.train.pixel_reduction")
 
 
 def pixel_reduce(pixel_logits: Array, pixel_reduction: str = "sum") -> Array:
@@ -167,7 +167,8 @@ def discriminator_loss(
       L_dec = mean_b R_pixels D_dec(fake) - mean_b R_pixels D_dec(real) + lambda_gp * GP_dec
       L_mix = mean (D_dec(mixed) - (w * D_dec(real) + (1 - w) * D_dec(fake)))^2
     R is `pixel_reduction`: 'sum' (reference) or 'mean' over the H * W pixels; the
-    penalty gp_dec must have been computed with the same reduction. The consistency target is not detached (reference; U-Net GAN does the same), so L_mix
+    penalty gp_dec must have been computed with the same reduction. The consistency
+    target is not detached (reference; U-Net GAN does the same), so L_mix
     also moves D_dec on the real and fake batches.
     Metrics: d_loss, l_enc, l_dec, l_mix, gp_enc, gp_dec and the critics' Wasserstein
     estimates wasserstein_enc = mean D_enc(real) - mean D_enc(fake), wasserstein_dec
@@ -178,7 +179,8 @@ def discriminator_loss(
     if dec_real.shape != dec_fake.shape:
         raise ValueError(f"pixel logits on real {dec_real.shape} and fake {dec_fake.shape} differ in shape")
     wasserstein_enc = jnp.mean(enc_real) - jnp.mean(enc_fake)
-    wasserstein_dec = jnp.mean(pixel_reduce(dec_real, pixel_reduction)) - jnp.mean(pixel_reduce(dec_fake, pixel_reduction))
+    wasserstein_dec = (jnp.mean(pixel_reduce(dec_real, pixel_reduction))
+                       - jnp.mean(pixel_reduce(dec_fake, pixel_reduction)))
     l_enc = -wasserstein_enc + lambda_gp * gp_enc
     l_dec = -wasserstein_dec + lambda_gp * gp_dec
 
