@@ -11,15 +11,23 @@ PyTorch module prefix with a Flax module path and a layer kind. Layouts:
       with transpose_kernel=True and explicit padding k-1-p, gon_jax.decoders)
   Linear.weight (O, I)                  -> params kernel (I, O)
   *.bias                                -> params bias
-  spectral_norm(...).weight_orig        -> params kernel as above
-  spectral_norm(...).weight_u (O,)      -> spectral u (O,)
-  spectral_norm(...).weight_v (I*kh*kw,), flattened in (I, kh, kw) order
+  torch spectral_norm(...) (the Flax layer in spectral-norm mode 'torch'):
+    .weight_orig                        -> params kernel as above
+    .weight_u (O,)                      -> spectral u (O,)
+    .weight_v (I*kh*kw,), flattened in (I, kh, kw) order
                                         -> spectral v, flattened in HWIO (kh, kw, I) order
+  BigGAN-style SNConv2d / SNLinear of the original f-UNetGAN (mode 'biggan'):
+    .weight                             -> params kernel as above
+    .u0 (1, O)                          -> spectral u (O,)
+    .sv0 (1,)                           -> spectral sigma (1,)
   BatchNorm2d weight, bias              -> params scale, bias
   BatchNorm2d running_mean, running_var -> batch_stats mean, var
   BatchNorm2d num_batches_tracked       -> dropped (export: the template's value, else 0)
 Dense layers fed by a flatten (the generator's first layer, the encoder's last) need no
 permutation: the JAX modules flatten and reshape in PyTorch's channel-major order.
+
+Which spectral-norm format a layer has follows the Flax template (`spectral_norm_of`);
+`checkpoint_format` tells which one a state_dict holds, and the error messages name both.
 
 Accepted checkpoint forms: a state_dict; {'state_dict': state_dict} (what many training
 scripts and Lightning save); keys prefixed 'module.' (nn.DataParallel /
@@ -86,6 +94,14 @@ def _identity(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _row_to_vector(a: np.ndarray) -> np.ndarray:
+    return np.reshape(a, (-1,))
+
+
+def _vector_to_row(a: np.ndarray) -> np.ndarray:
+    return np.reshape(a, (1, -1))
+
+
 def _v_torch_to_flax(kernel_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
     kh, kw, cin = kernel_shape[0], kernel_shape[1], kernel_shape[2]
     return lambda v: np.reshape(np.transpose(np.reshape(v, (cin, kh, kw)), (1, 2, 0)), (-1,))
@@ -104,8 +120,36 @@ def _node(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return tree
 
 
+FORMATS = {
+    "biggan": "BigGAN-style spectral norm (u0/sv0)",
+    "torch": "torch spectral_norm (weight_orig/weight_u/weight_v)",
+    "plain": "plain weights (no spectral-norm state)",
+}
+
+
+def checkpoint_format(state_dict: Mapping[str, Any]) -> str:
+    """'biggan' if any key ends in .u0 (the original f-UNetGAN; its encoder also holds torch
+    spectral_norm layers), else 'torch' if any ends in .weight_orig, else 'plain' (FORMATS)."""
+    keys = [str(k) for k in state_dict]
+    if any(k.endswith(".u0") or k.endswith(".sv0") for k in keys):
+        return "biggan"
+    if any(k.endswith(".weight_orig") for k in keys):
+        return "torch"
+    return "plain"
+
+
+def spectral_norm_of(variables: Mapping[str, Any]) -> str | None:
+    """The spectral-norm mode of Flax variables: 'biggan' if any layer stores sigma, 'torch'
+    if any stores v, None without spectral-norm state (GON networks)."""
+    names = {path[-1] for path in _flat(variables.get("spectral", {}))} if isinstance(variables, Mapping) else set()
+    if "sigma" in names:
+        return "biggan"
+    return "torch" if "v" in names else None
+
+
 def _layer_leaves(layer: Layer, template: Mapping[str, Any]) -> list[_Leaf]:
-    """The (torch key, flax leaf) pairs of one layer; which exist (bias) follows the template."""
+    """The (torch key, flax leaf) pairs of one layer; which exist (bias, the spectral-norm
+    format) follows the template."""
     params = _node(template.get("params", {}), layer.flax)
     if not isinstance(params, Mapping):
         raise TorchImportError(f"the Flax template has no parameters at {'/'.join(layer.flax)} "
@@ -117,6 +161,14 @@ def _layer_leaves(layer: Layer, template: Mapping[str, Any]) -> list[_Leaf]:
         leaves.append(_Leaf(f"{t}.weight", "params", f + ("kernel",), _oihw_to_hwio, _hwio_to_oihw))
     elif layer.kind == "dense":
         leaves.append(_Leaf(f"{t}.weight", "params", f + ("kernel",), _transpose2, _transpose2))
+    elif layer.kind in ("sn_conv", "sn_dense") and "sigma" in (_node(template.get("spectral", {}), layer.flax) or {}):
+        conv = layer.kind == "sn_conv"
+        leaves += [
+            _Leaf(f"{t}.weight", "params", f + ("kernel",),
+                  _oihw_to_hwio if conv else _transpose2, _hwio_to_oihw if conv else _transpose2),
+            _Leaf(f"{t}.u0", "spectral", f + ("u",), _row_to_vector, _vector_to_row),
+            _Leaf(f"{t}.sv0", "spectral", f + ("sigma",), _identity, _identity),
+        ]
     elif layer.kind in ("sn_conv", "sn_dense"):
         conv = layer.kind == "sn_conv"
         kshape = tuple(params["kernel"].shape)
@@ -378,15 +430,39 @@ def torch_to_flax(state_dict: Mapping[str, Any], flax_variables_template: Mappin
             continue
         _set(out, (leaf.collection,) + leaf.path, jnp.asarray(leaf.to_flax(value), dtype=target.dtype))
     if missing or unexpected or wrong:
-        hint = ""
-        if len(missing) > len(expected) // 2:
-            hint = ("\n  Most keys are missing: the checkpoint is probably of another network or another "
-                    "configuration (check --network and config.model: width, image size, variant).")
+        found, wanted = checkpoint_format(state_dict), spectral_norm_of(flax_variables_template)
+        hint = _cbam_width_hint(network, wrong)
+        if wanted is not None and found != wanted:
+            hint += (f"\n  The checkpoint holds {FORMATS[found]}; this {network} is configured for "
+                     f"{FORMATS[wanted]} (config.model.spectral_norm={wanted!r})."
+                     + (f" Set config.model.spectral_norm={found!r} (the converter command does this "
+                        "itself)." if found in ("biggan", "torch") else ""))
+        elif len(missing) > len(expected) // 2:
+            hint += ("\n  Most keys are missing: the checkpoint is probably of another network or another "
+                     "configuration (check --network and config.model: width, image size, variant).")
         raise TorchImportError(
-            f"{source} does not fit the {network} network:"
+            f"{source} ({FORMATS[found]}) does not fit the {network} network"
+            + (f" ({FORMATS[wanted]})" if wanted else "") + ":"
             + _listing("missing keys", missing) + _listing("unexpected keys", sorted(unexpected))
             + _listing("wrong shapes", wrong) + hint)
     return out
+
+
+def _cbam_width_hint(network: str, wrong: list[str]) -> str:
+    """The original generator builds its third CBAM for `base_channels` channels although it
+    follows a 4 * base_channels block: that network cannot run a forward, and a file saved
+    from it has the narrow shapes."""
+    if network != "generator":
+        return ""
+    layers = sorted({m.group(1) for line in wrong
+                     for m in [re.match(r"(g_blocks\.\d+\.1)\.ChannelGate\.mlp\.[13]\.", line)] if m})
+    if not layers:
+        return ""
+    return (f"\n  {', '.join(layers)} (CBAM after generator block(s) {', '.join(l.split('.')[1] for l in layers)}) "
+            "has the width of another block: the original generator as committed builds its third CBAM "
+            "for base_channels (CBAMBlock(1 * base_channels)) after a 4 * base_channels block, so it cannot "
+            "run a forward. Fix the original to CBAMBlock(4 * base_channels), train, and save again; this "
+            "port builds every CBAM for its block's output width.")
 
 
 def flax_to_torch(variables: Mapping[str, Any], torch_module_or_template_state_dict: Any,

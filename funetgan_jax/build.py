@@ -14,6 +14,7 @@ from funetgan_jax.cbam import SPATIAL_NORMS
 from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, D_NORMS, GLOBAL_POOLS, UNetDiscriminator
 from funetgan_jax.encoder import Encoder
 from funetgan_jax.generator import GENERATOR_OUTPUTS, Generator, generator_multipliers
+from funetgan_jax.layers import SPECTRAL_NORMS
 
 _POSITIVE_INTS = ("image_size", "channels", "z_dim", "width", "cbam_reduction")
 _CHOICES = {
@@ -24,6 +25,7 @@ _CHOICES = {
     "e_attention": ATTENTIONS,
     "d_global_pool": GLOBAL_POOLS,
     "d_norm": D_NORMS,
+    "spectral_norm": SPECTRAL_NORMS,
 }
 def default_model_config() -> ml_collections.ConfigDict:
     """Full-size f-UNetGAN model settings (REFERENCE.md 1): 128x128x3, z 100, width 64."""
@@ -36,10 +38,15 @@ def default_model_config() -> ml_collections.ConfigDict:
         spatial_norm="batch",  # CBAM spatial-gate norm: "batch" (reference) | "none"
         generator_output="relu_tanh",  # "relu_tanh" (data in [0,1]) | "tanh" (data in [-1,1])
         d_block="residual",  # "residual" | "conv"
-        d_attention="none",  # "none" | "cbam"
+        d_attention="cbam",  # "cbam" (the original's UNet(attention=True)) | "none"
         e_attention="none",  # "none" | "cbam"
         d_global_pool="sum",  # global head pooling of LeakyReLU(e5): "sum" (reference) | "mean"
         d_norm="instance",  # norm inside D's blocks: "instance" (reference) | "none" (spectral norm only)
+        # "biggan": the original's spectral norm (u and sigma stored, one power iteration in
+        # every forward, eval included; torch's spectral_norm in the encoder's first and last
+        # layer, as the original) | "torch": torch.nn.utils.spectral_norm everywhere (u and v
+        # stored, no iteration in eval).
+        spectral_norm="biggan",
     ))
 
 
@@ -61,29 +68,30 @@ def _validated(model_cfg: Any, fields: Sequence[str], divisor: int = 1) -> Any:
 def build_generator(model_cfg: Any) -> Generator:
     """Generator z (B, z_dim) -> (B, S, S, channels)."""
     cfg = _validated(model_cfg, ("image_size", "channels", "z_dim", "width", "cbam_reduction",
-                                 "spatial_norm", "generator_output"))
+                                 "spatial_norm", "generator_output", "spectral_norm"))
     generator_multipliers(cfg.image_size)
     return Generator(z_dim=cfg.z_dim, width=cfg.width, image_size=cfg.image_size, channels=cfg.channels,
                      output=cfg.generator_output, cbam_reduction=cfg.cbam_reduction,
-                     spatial_norm=cfg.spatial_norm, dtype=compute_dtype(cfg))
+                     spatial_norm=cfg.spatial_norm, sn_mode=cfg.spectral_norm, dtype=compute_dtype(cfg))
 
 
 def build_discriminator(model_cfg: Any) -> UNetDiscriminator:
     """U-Net discriminator for (B, S, S, channels) images, S divisible by 16."""
     cfg = _validated(model_cfg, ("image_size", "width", "cbam_reduction", "spatial_norm", "d_block",
-                                 "d_attention", "d_global_pool", "d_norm"), divisor=16)
+                                 "d_attention", "d_global_pool", "d_norm", "spectral_norm"), divisor=16)
     return UNetDiscriminator(width=cfg.width, block=cfg.d_block, attention=cfg.d_attention,
                              cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm,
-                             global_pool=cfg.d_global_pool, norm=cfg.d_norm,
+                             global_pool=cfg.d_global_pool, norm=cfg.d_norm, sn_mode=cfg.spectral_norm,
                              dtype=compute_dtype(cfg))
 
 
 def build_encoder(model_cfg: Any) -> Encoder:
     """Encoder (B, S, S, channels) -> (B, z_dim), S divisible by 32."""
     cfg = _validated(model_cfg, ("image_size", "z_dim", "width", "cbam_reduction", "spatial_norm",
-                                 "e_attention"), divisor=32)
+                                 "e_attention", "spectral_norm"), divisor=32)
     return Encoder(z_dim=cfg.z_dim, width=cfg.width, attention=cfg.e_attention,
-                   cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm, dtype=compute_dtype(cfg))
+                   cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm, sn_mode=cfg.spectral_norm,
+                   dtype=compute_dtype(cfg))
 
 
 def input_shape(module: nn.Module, model_cfg: Any, batch_size: int = 1) -> tuple[int, ...]:

@@ -4,6 +4,7 @@ The paper's four variants are one module: block in {'residual', 'conv'} (the 'co
 ResidualConv without its shortcut) x attention in {'none', 'cbam'} (contracting path only).
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -44,6 +45,7 @@ class ResidualConv(nn.Module):
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
     norm: str = "instance"  # both norm sites: 'instance' (reference) | 'none' (spectral norm only)
+    sn_mode: str = "torch"  # layers.SPECTRAL_NORMS
     dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
@@ -57,9 +59,10 @@ class ResidualConv(nn.Module):
         norm = instance_norm if self.norm == "instance" else (lambda t: t)
         x = norm(cast(x, self.dtype))  # the shortcut uses this normalised x, as in the reference
         h = nn.relu(x) if self.preact else x
-        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv1")(h, train=train)
+        conv = functools.partial(SNConv, sn_mode=self.sn_mode, dtype=self.dtype)
+        h = conv(self.features, 3, padding=1, name="conv1")(h, train=train)
         h = nn.leaky_relu(norm(h), 0.2)
-        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv2")(h, train=train)
+        h = conv(self.features, 3, padding=1, name="conv2")(h, train=train)
         if self.down:
             h = pool_2x2(h, self.pool)
         if self.attention == "cbam":
@@ -68,7 +71,7 @@ class ResidualConv(nn.Module):
             return h
         if x.shape[-1] == self.features and not self.down:
             return h + x
-        conv_sc = SNConv(self.features, 1, dtype=self.dtype, name="conv_sc")
+        conv_sc = conv(self.features, 1, name="conv_sc")
         if self.preact:
             s = conv_sc(x, train=train)
             s = pool_2x2(s, self.pool) if self.down else s
@@ -94,7 +97,7 @@ class UNetDiscriminator(nn.Module):
 
     width: int = 64
     block: str = "residual"
-    attention: str = "none"
+    attention: str = "cbam"
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
     # The global head's pooling of LeakyReLU(e5) over positions: 'sum' (reference) | 'mean'.
@@ -104,6 +107,7 @@ class UNetDiscriminator(nn.Module):
     # spread: the critic cannot see an image's brightness, contrast or colour balance, and a
     # low-contrast input multiplies its input gradient by up to 1 / sqrt(1e-5).
     norm: str = "instance"
+    sn_mode: str = "biggan"  # layers.SPECTRAL_NORMS (config.model.spectral_norm)
     dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
@@ -123,7 +127,8 @@ class UNetDiscriminator(nn.Module):
         def block(features: int, down: bool, attention: str, name: str) -> ResidualConv:
             return ResidualConv(features, preact=down, down=down, attention=attention,
                                 shortcut=self.block == "residual", cbam_reduction=self.cbam_reduction,
-                                spatial_norm=self.spatial_norm, norm=self.norm, dtype=self.dtype, name=name)
+                                spatial_norm=self.spatial_norm, norm=self.norm, sn_mode=self.sn_mode,
+                                dtype=self.dtype, name=name)
 
         skips = []
         h = x
@@ -137,7 +142,7 @@ class UNetDiscriminator(nn.Module):
 
         pool = jnp.sum if self.global_pool == "sum" else jnp.mean
         f_enc = pool(nn.leaky_relu(e5, 0.2), axis=(1, 2))
-        global_logit = SNDense(1, dtype=self.dtype, name="linear")(f_enc, train=train)[:, 0]
+        global_logit = SNDense(1, sn_mode=self.sn_mode, dtype=self.dtype, name="linear")(f_enc, train=train)[:, 0]
         pixel_logits = nn.Conv(1, (1, 1), kernel_init=torch_kernel_init, bias_init=torch_bias_init(self.width),
                                dtype=self.dtype, name="output_conv")(h)
         if return_features:

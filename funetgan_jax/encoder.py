@@ -17,6 +17,8 @@ class Encoder(nn.Module):
 
     SNConv3x3(C -> w), five EBlocks (w -> 2w -> 4w -> 8w -> 16w -> 16w, each preact, down),
     channel-major flatten, SN Dense, tanh. EBlock = ResidualConv with pool='avg'.
+    sn_mode 'biggan' is the original's mix: BigGAN-style layers in the blocks, torch's
+    spectral_norm in the first conv and the last dense layer; 'torch' uses it everywhere.
     """
 
     z_dim: int = 100
@@ -24,6 +26,7 @@ class Encoder(nn.Module):
     attention: str = "none"
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    sn_mode: str = "biggan"  # layers.SPECTRAL_NORMS (config.model.spectral_norm)
     dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
@@ -40,7 +43,7 @@ class Encoder(nn.Module):
         for i, m in enumerate((2, 4, 8, 16, 16)):
             h = ResidualConv(m * self.width, preact=True, down=True, attention=self.attention, pool="avg",
                              cbam_reduction=self.cbam_reduction, spatial_norm=self.spatial_norm,
-                             dtype=self.dtype, name=f"block{i + 1}")(h, train=train)
+                             sn_mode=self.sn_mode, dtype=self.dtype, name=f"block{i + 1}")(h, train=train)
         # PyTorch's view(B, -1) flattens NCHW: channel-major, so imported weights line up.
         h = h.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
         return jnp.tanh(SNDense(self.z_dim, dtype=self.dtype, name="linear")(h, train=train))

@@ -1,5 +1,6 @@
 """f-UNetGAN generator (REFERENCE.md 1.2): SN Dense -> 4x4 -> GResBlock+CBAM up stages -> head."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -39,16 +40,18 @@ class GResBlock(nn.Module):
     """
 
     features: int
+    sn_mode: str = "torch"  # layers.SPECTRAL_NORMS
     dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         x = cast(x, self.dtype)
+        conv = functools.partial(SNConv, sn_mode=self.sn_mode, dtype=self.dtype)
         h = upsample_nearest(nn.relu(instance_norm(x)))
-        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv1")(h, train=train)
+        h = conv(self.features, 3, padding=1, name="conv1")(h, train=train)
         h = nn.relu(instance_norm(h))
-        h = SNConv(self.features, 3, padding=1, dtype=self.dtype, name="conv2")(h, train=train)
-        shortcut = SNConv(self.features, 1, dtype=self.dtype, name="conv_sc")(upsample_nearest(x), train=train)
+        h = conv(self.features, 3, padding=1, name="conv2")(h, train=train)
+        shortcut = conv(self.features, 1, name="conv_sc")(upsample_nearest(x), train=train)
         return h + shortcut
 
 
@@ -65,6 +68,7 @@ class Generator(nn.Module):
     output: str = "relu_tanh"
     cbam_reduction: int = 16
     spatial_norm: str = "batch"
+    sn_mode: str = "biggan"  # layers.SPECTRAL_NORMS (config.model.spectral_norm)
     dtype: Any = None  # computation dtype (None: the input's); params stay float32
 
     def __post_init__(self) -> None:
@@ -78,11 +82,11 @@ class Generator(nn.Module):
             raise ValueError(f"Generator expects z of shape (B, {self.z_dim}) (config.model.z_dim), got {z.shape}")
         mults = generator_multipliers(self.image_size)
         c0 = mults[0] * self.width
-        h = SNDense(c0 * 4 * 4, dtype=self.dtype, name="proj_z")(z, train=train)
+        h = SNDense(c0 * 4 * 4, sn_mode=self.sn_mode, dtype=self.dtype, name="proj_z")(z, train=train)
         # PyTorch's view(-1, C, 4, 4) is channel-major; keep that order so imported weights line up.
         h = h.reshape(z.shape[0], c0, 4, 4).transpose(0, 2, 3, 1)
         for i, m in enumerate(mults[1:]):
-            h = GResBlock(m * self.width, self.dtype, name=f"block{i + 1}")(h, train=train)
+            h = GResBlock(m * self.width, self.sn_mode, self.dtype, name=f"block{i + 1}")(h, train=train)
             h = CBAM(self.cbam_reduction, self.spatial_norm, self.dtype, name=f"cbam{i + 1}")(h, train=train)
         h = BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="out_bn")(h, train=train)
         h = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=torch_kernel_init,

@@ -1,13 +1,22 @@
 """Layers of the f-UNetGAN networks with PyTorch semantics: spectral-normalised conv/dense,
 BatchNorm with torch's running statistics, and the parameter-free helpers.
 
-Spectral norm follows `torch.nn.utils.spectral_norm`, not `flax.linen.SpectralNorm`:
-the power-iteration vectors `u` (out,) and `v` (in*kh*kw,) live in the `spectral`
-collection; a training forward runs one iteration and stores both, an eval forward uses
-the stored pair without iterating (docs/ARCHITECTURE.md). PyTorch views its
-(out, in, kh, kw) weight as W = (out, in*kh*kw); our HWIO kernel viewed as (kh*kw*in, out)
-is W transposed with the input axis in HWIO order, so `v` is stored in HWIO-flatten order
-(a PyTorch `weight_v` must be permuted on import) and the singular values are the same.
+Spectral norm has two modes (`SPECTRAL_NORMS`, config.model.spectral_norm), both with
+one power iteration per forward and their state in the `spectral` collection:
+  'torch'  as `torch.nn.utils.spectral_norm`: stores `u` (out,) and `v` (in*kh*kw,); a
+           training forward iterates and stores both, an eval forward uses the stored pair
+           without iterating.
+  'biggan' as the BigGAN layers (`SNConv2d`, `SNLinear`) of the original f-UNetGAN: stores
+           `u` (out,) and `sigma` (1,) (the last estimate, kept like the original's `sv0`
+           buffer but not used by the forward); EVERY forward, eval included, iterates from
+           the stored u, and only a training forward stores the new u and sigma. v is not
+           stored. `flax.linen.SpectralNorm` has these semantics, but it wraps a whole layer
+           (its parameters move under `layer_instance`, which renames every parameter of
+           every checkpoint) and cannot express 'torch'; one function serves both modes here.
+PyTorch views its (out, in, kh, kw) weight as W = (out, in*kh*kw); our HWIO kernel viewed as
+(kh*kw*in, out) is W transposed with the input axis in HWIO order, so `v` is stored in
+HWIO-flatten order (a PyTorch `weight_v` must be permuted on import) and the singular
+values are the same.
 
 Initialisation mirrors PyTorch's Conv2d/Linear defaults (kernel and bias uniform in
 +-1/sqrt(fan_in)) because the reference trains from those defaults.
@@ -19,7 +28,7 @@ and the BatchNorm / instance-norm statistics, are computed in at least float32 w
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -62,37 +71,81 @@ def _l2_normalize(x: Array) -> Array:
     return x / jnp.maximum(jnp.linalg.norm(x), _SN_EPS)
 
 
-def spectral_normalize(module: nn.Module, kernel: Array, train: bool) -> Array:
-    """Returns kernel / sigma, declaring `u`, `v` in `module`'s `spectral` collection.
+SPECTRAL_NORMS = ("torch", "biggan")
 
-    kernel: (..., out) (HWIO conv or (in, out) dense). train=True runs one power
-    iteration (v = normalize(W^T u), u = normalize(W v) with W = matrix^T), stores u, v
-    (except during init, like BatchNorm statistics) and treats them as constants for
-    the gradient; train=False uses the stored u, v as they are. Straight after init they
-    are random draws (as in torch), so an eval forward before any training forward divides
-    by no estimate of the spectral norm.
+
+def spectral_normalize(module: nn.Module, kernel: Array, train: bool, mode: str = "torch") -> Array:
+    """Returns kernel / sigma, declaring the power-iteration state in `module`'s `spectral` collection.
+
+    kernel: (..., out) (HWIO conv or (in, out) dense). One power iteration
+    v = normalize(W^T u), u = normalize(W v) with W = matrix^T, sigma = u^T W v (gradient
+    through W only; u and v are constants for it). mode 'torch' iterates only when
+    train=True and otherwise uses the stored (u, v); mode 'biggan' always iterates from the
+    stored u. A training forward stores the new state (not during init, like BatchNorm
+    statistics): (u, v) or (u, sigma). Straight after init u (and v) are random draws (as in
+    torch), so a 'torch' eval forward before any training forward divides by no estimate of
+    the spectral norm.
     """
+    check_choice(mode, SPECTRAL_NORMS, "config.model.spectral_norm")
     matrix = kernel.reshape(-1, kernel.shape[-1])  # (in*kh*kw, out) == W^T
     fan, out = matrix.shape
 
     def draw(size: int) -> Callable[[], Array]:
         return lambda: _l2_normalize(jax.random.normal(module.make_rng("params"), (size,), jnp.float32))
 
+    if train and not module.is_mutable_collection("spectral"):
+        raise ValueError(
+            f"{module.__class__.__name__} '{module.name}': train=True updates the spectral-norm "
+            "state; pass mutable=['spectral', ...] to apply (or train=False)")
     u_var = module.variable("spectral", "u", draw(out))
-    v_var = module.variable("spectral", "v", draw(fan))
-    u, v = u_var.value, v_var.value
-    if train:
-        if not module.is_mutable_collection("spectral"):
-            raise ValueError(
-                f"{module.__class__.__name__} '{module.name}': train=True updates the spectral-norm "
-                "vectors; pass mutable=['spectral', ...] to apply (or train=False)")
-        w_t = jax.lax.stop_gradient(matrix)
-        v = _l2_normalize(w_t @ u)
-        u = _l2_normalize(w_t.T @ v)
-        if not module.is_initializing():
-            u_var.value, v_var.value = u, v
-    sigma = u @ (matrix.T @ v)  # u^T W v
+    if mode == "torch":
+        v_var = module.variable("spectral", "v", draw(fan))
+        u, v = u_var.value, v_var.value
+        if train:
+            u, v = _power_iteration(matrix, u)
+            if not module.is_initializing():
+                u_var.value, v_var.value = u, v
+        return kernel / (u @ (matrix.T @ v))  # u^T W v
+    sigma_var = module.variable("spectral", "sigma", lambda: jnp.ones((1,), jnp.float32))
+    u, v = _power_iteration(matrix, u_var.value)
+    sigma = u @ (matrix.T @ v)
+    if train and not module.is_initializing():
+        u_var.value, sigma_var.value = u, jax.lax.stop_gradient(sigma)[None]
     return kernel / sigma
+
+
+def _power_iteration(matrix: Array, u: Array) -> tuple[Array, Array]:
+    """One step from u (out,) on W = matrix^T (matrix (fan, out)): (u', v), both unit, no gradient."""
+    w_t = jax.lax.stop_gradient(matrix)
+    v = _l2_normalize(w_t @ u)
+    return _l2_normalize(w_t.T @ v), v
+
+
+def convert_spectral_state(variables: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """`variables` with their spectral-norm state in the structure of `template` (the same
+    network in another spectral-norm mode); params and the other collections unchanged.
+
+      (u, sigma) -> (u, v): one power iteration from u, what a 'biggan' forward computes, so
+          a 'torch' eval forward divides by exactly the sigma of the 'biggan' eval forward.
+      (u, v) -> (u, sigma): sigma = u^T W v, the 'torch' eval sigma; a 'biggan' forward
+          iterates once more from u, so outputs agree to the power iteration's convergence.
+    """
+    def walk(params: Mapping[str, Any], state: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str, Any]:
+        if "u" not in want:
+            return {k: walk(params[k], state[k], want[k]) for k in want}
+        if set(state) == set(want):
+            return dict(state)
+        kernel = jnp.asarray(params["kernel"], jnp.float32)
+        matrix = kernel.reshape(-1, kernel.shape[-1])
+        if "v" in want:
+            u, v = _power_iteration(matrix, jnp.asarray(state["u"], jnp.float32))
+            return {"u": u, "v": v}
+        u, v = jnp.asarray(state["u"], jnp.float32), jnp.asarray(state["v"], jnp.float32)
+        return {"u": u, "sigma": (u @ (matrix.T @ v))[None]}
+
+    if "spectral" not in template:
+        return dict(variables)
+    return {**variables, "spectral": walk(variables["params"], variables["spectral"], template["spectral"])}
 
 
 class SNConv(nn.Module):
@@ -105,13 +158,14 @@ class SNConv(nn.Module):
     kernel_size: int
     padding: int = 0
     use_bias: bool = True
+    sn_mode: str = "torch"  # SPECTRAL_NORMS
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         k, cin = self.kernel_size, x.shape[-1]
         kernel = self.param("kernel", torch_kernel_init, (k, k, cin, self.features))
-        kernel = spectral_normalize(self, kernel, train)
+        kernel = spectral_normalize(self, kernel, train, self.sn_mode)
         x = cast(x, self.dtype)
         y = jax.lax.conv_general_dilated(
             x, kernel.astype(x.dtype), window_strides=(1, 1),
@@ -127,6 +181,7 @@ class SNDense(nn.Module):
 
     features: int
     use_bias: bool = True
+    sn_mode: str = "torch"  # SPECTRAL_NORMS
     dtype: Any = None
 
     @nn.compact
@@ -134,7 +189,7 @@ class SNDense(nn.Module):
         fan_in = x.shape[-1]
         kernel = self.param("kernel", torch_kernel_init, (fan_in, self.features))
         x = cast(x, self.dtype)
-        y = x @ spectral_normalize(self, kernel, train).astype(x.dtype)
+        y = x @ spectral_normalize(self, kernel, train, self.sn_mode).astype(x.dtype)
         if self.use_bias:
             y = y + self.param("bias", torch_bias_init(fan_in), (self.features,)).astype(x.dtype)
         return y

@@ -1,12 +1,25 @@
-"""PyTorch rendering of the f-UNetGAN networks (REFERENCE.md section 1), NCHW.
+"""PyTorch rendering of the original f-UNetGAN's networks, NCHW.
 
-The reference repository (nnajeh/f-UNetGAN) does not run as committed, so this module
-is written from the specification; it is the mirror the parity tests compare the JAX
-port with, and the target of `anomaly_core.torch_import`. Module attribute names follow
-the reference repository (`proj_z`, `g_blocks`, `input_layer`, `residual_conv_1`, ...)
-so state_dict keys look like the reference's. Spectral normalisation is
-`torch.nn.utils.spectral_norm` (state_dict: `weight_orig`, `weight_u`, `weight_v`),
-not the reference's BigGAN-style layer.
+The original repository (nnajeh/f-UNetGAN) does not run as committed; this module renders
+its layers so that the parity tests can compare the JAX port with PyTorch, and so that its
+state_dicts have the original's keys and shapes. Module attribute names follow the original
+(`proj_z`, `g_blocks`, `input_layer`, `residual_conv_1`, `up_residual_conv1`, ...).
+
+Spectral norm, `spectral_norm=`:
+  'biggan' (the original): `BigGANConv2d` / `BigGANLinear` store `weight`, `bias`, `u0`
+      (1, out) and `sv0` (1,) and run one power iteration in EVERY forward (the new u and
+      sigma are written back only in training), in every generator, discriminator and
+      encoder layer but the encoder's `input_layer` and `linear`, which use
+      `torch.nn.utils.spectral_norm` as in the original.
+  'torch': `torch.nn.utils.spectral_norm` everywhere (`weight_orig`, `weight_u`, `weight_v`).
+Where this rendering departs from the original, and why (docs/PARITY.md):
+  - sizes are parameters (width, image size, z_dim); the original hard-codes 128x128 and a
+    1024-channel 4x4 start;
+  - the generator's third CBAM takes the block's output width (the original builds it for
+    64 channels after a 256-channel block, which cannot run);
+  - switches the original lacks or cannot run: the 'conv' block (no shortcut), no attention
+    (its AttentionBlock is undefined), encoder attention (E_ResidualConv rejects the
+    argument), d_norm 'none', global pool 'mean', CBAM spatial norm 'none', tanh output.
 
 Needs the `torch` extra; nothing outside the parity tests and the converter imports it.
 """
@@ -34,12 +47,62 @@ def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
 
 
-def sn_conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
-    """Spectral-normalised 'same' convolution with bias (stride 1)."""
+SN_EPS = 1e-12
+SPECTRAL_NORMS = ("biggan", "torch")
+
+
+class _PowerIterationSN:
+    """BigGAN-style spectral norm as in the original's SNConv2d / SNLinear: buffers u0 (1, out)
+    and sv0 (1,); every forward runs one power iteration from u0 and divides the weight by
+    sigma = u'^T W v (gradient through W only); training writes u' and sigma back."""
+
+    def _init_sn(self, out_features: int) -> None:
+        self.register_buffer("u0", torch.randn(1, out_features))
+        self.register_buffer("sv0", torch.ones(1))
+
+    def normalised_weight(self) -> torch.Tensor:
+        w = self.weight.view(self.weight.shape[0], -1)  # (out, fan)
+        with torch.no_grad():
+            v = F.normalize(self.u0 @ w, dim=1, eps=SN_EPS)  # (1, fan)
+            u = F.normalize(v @ w.t(), dim=1, eps=SN_EPS)  # (1, out)
+        sigma = (v @ w.t() @ u.t()).squeeze()
+        if self.training:
+            with torch.no_grad():
+                self.u0.copy_(u)
+                self.sv0.copy_(sigma.detach().view(1))
+        return self.weight / sigma
+
+
+class BigGANConv2d(nn.Conv2d, _PowerIterationSN):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, padding: int = 0):
+        nn.Conv2d.__init__(self, in_ch, out_ch, kernel, padding=padding)
+        self._init_sn(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.normalised_weight(), self.bias, padding=self.padding)
+
+
+class BigGANLinear(nn.Linear, _PowerIterationSN):
+    def __init__(self, in_features: int, out_features: int):
+        nn.Linear.__init__(self, in_features, out_features)
+        self._init_sn(out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.normalised_weight(), self.bias)
+
+
+def sn_conv(in_ch: int, out_ch: int, kernel: int, mode: str = "torch") -> nn.Conv2d:
+    """Spectral-normalised 'same' convolution with bias (stride 1), in `mode` (SPECTRAL_NORMS)."""
+    _check_choice("spectral_norm", mode, SPECTRAL_NORMS)
+    if mode == "biggan":
+        return BigGANConv2d(in_ch, out_ch, kernel, padding=kernel // 2)
     return nn.utils.spectral_norm(nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2))
 
 
-def sn_linear(in_features: int, out_features: int) -> nn.Linear:
+def sn_linear(in_features: int, out_features: int, mode: str = "torch") -> nn.Linear:
+    _check_choice("spectral_norm", mode, SPECTRAL_NORMS)
+    if mode == "biggan":
+        return BigGANLinear(in_features, out_features)
     return nn.utils.spectral_norm(nn.Linear(in_features, out_features))
 
 
@@ -108,13 +171,13 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
 class GResidualBlock(nn.Module):
     """Generator block (REFERENCE.md 1.2): (B, in, H, W) -> (B, out, 2H, 2W)."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, spectral_norm: str = "biggan"):
         super().__init__()
         self.bn1 = instance_norm(in_ch)
-        self.conv1 = sn_conv(in_ch, out_ch, 3)
+        self.conv1 = sn_conv(in_ch, out_ch, 3, spectral_norm)
         self.bn2 = instance_norm(out_ch)
-        self.conv2 = sn_conv(out_ch, out_ch, 3)
-        self.conv_mixin = sn_conv(in_ch, out_ch, 1)
+        self.conv2 = sn_conv(out_ch, out_ch, 3, spectral_norm)
+        self.conv_mixin = sn_conv(in_ch, out_ch, 1, spectral_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(_upsample(F.relu(self.bn1(x))))
@@ -142,16 +205,17 @@ class Generator(nn.Module):
 
     def __init__(self, z_dim: int = 100, ch: int = 64, img_channels: int = 3,
                  image_size: int = 128, cbam_reduction: int = 16,
-                 spatial_norm: str = "batch", output: str = "relu_tanh"):
+                 spatial_norm: str = "batch", output: str = "relu_tanh", spectral_norm: str = "biggan"):
         super().__init__()
         _check_choice("output", output, ("relu_tanh", "tanh"))
         widths = [ch * m for m in generator_multipliers(image_size)]
         self.first_width = widths[0]
         self.output = output
-        self.proj_z = sn_linear(z_dim, widths[0] * 4 * 4)
+        self.proj_z = sn_linear(z_dim, widths[0] * 4 * 4, spectral_norm)
         stages = []
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            stages.append(nn.ModuleList([GResidualBlock(w_in, w_out), CBAM(w_out, cbam_reduction, spatial_norm)]))
+            stages.append(nn.ModuleList([GResidualBlock(w_in, w_out, spectral_norm),
+                                         CBAM(w_out, cbam_reduction, spatial_norm)]))
         self.g_blocks = nn.ModuleList(stages)
         self.proj_o = nn.Sequential(
             nn.BatchNorm2d(widths[-1], eps=1e-5, momentum=HEAD_BN_MOMENTUM),
@@ -177,7 +241,8 @@ class ResidualConv(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, preactivation: bool, downsample: bool,
                  attention: str = "none", block: str = "residual", pool: str = "max",
-                 cbam_reduction: int = 16, spatial_norm: str = "batch", norm: str = "instance"):
+                 cbam_reduction: int = 16, spatial_norm: str = "batch", norm: str = "instance",
+                 spectral_norm: str = "biggan"):
         super().__init__()
         _check_choice("attention", attention, ("cbam", "none"))
         _check_choice("block", block, ("residual", "conv"))
@@ -187,15 +252,15 @@ class ResidualConv(nn.Module):
         self.downsample = downsample
         self.pool = pool
         self.bn1 = instance_norm(in_ch) if norm == "instance" else nn.Identity()
-        self.conv1 = sn_conv(in_ch, out_ch, 3)
+        self.conv1 = sn_conv(in_ch, out_ch, 3, spectral_norm)
         self.bn2 = instance_norm(out_ch) if norm == "instance" else nn.Identity()
-        self.conv2 = sn_conv(out_ch, out_ch, 3)
+        self.conv2 = sn_conv(out_ch, out_ch, 3, spectral_norm)
         self.attention1 = (CBAM(out_ch, cbam_reduction, spatial_norm)
                            if attention == "cbam" else None)
         self.residual = block == "residual"
         self.learnable_sc = self.residual and (in_ch != out_ch or downsample)
         if self.learnable_sc:
-            self.conv_sc = sn_conv(in_ch, out_ch, 1)
+            self.conv_sc = sn_conv(in_ch, out_ch, 1, spectral_norm)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(x, 2) if self.pool == "max" else F.avg_pool2d(x, 2)
@@ -230,15 +295,16 @@ class UNetDiscriminator(nn.Module):
 
     def __init__(self, ch: int = 64, img_channels: int = 3,
                  multipliers: Sequence[int] = DISCRIMINATOR_MULTIPLIERS,
-                 block: str = "residual", attention: str = "none",
+                 block: str = "residual", attention: str = "cbam",
                  cbam_reduction: int = 16, spatial_norm: str = "batch", norm: str = "instance",
-                 global_pool: str = "sum"):
+                 global_pool: str = "sum", spectral_norm: str = "biggan"):
         super().__init__()
         _check_choice("global_pool", global_pool, ("sum", "mean"))
         filters = [ch * m for m in multipliers]
         self.depth = len(filters)
         self.global_pool = global_pool
-        kw = dict(block=block, cbam_reduction=cbam_reduction, spatial_norm=spatial_norm, norm=norm)
+        kw = dict(block=block, cbam_reduction=cbam_reduction, spatial_norm=spatial_norm, norm=norm,
+                  spectral_norm=spectral_norm)
         self.input_layer = ResidualConv(img_channels, filters[0], preactivation=False,
                                         downsample=False, attention=attention, **kw)
         for i in range(1, self.depth):
@@ -252,7 +318,7 @@ class UNetDiscriminator(nn.Module):
                     ResidualConv(filters[level + 1] + filters[level], filters[level], preactivation=False,
                                  downsample=False, attention="none", **kw))
         self.output_layer = nn.Conv2d(filters[0], 1, 1)
-        self.linear = sn_linear(filters[-1], 1)
+        self.linear = sn_linear(filters[-1], 1, spectral_norm)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         skips = [self.input_layer(x)]
@@ -281,7 +347,7 @@ class Encoder(nn.Module):
                  image_size: int = 128,
                  multipliers: Sequence[int] = ENCODER_MULTIPLIERS,
                  attention: str = "none", cbam_reduction: int = 16,
-                 spatial_norm: str = "batch"):
+                 spatial_norm: str = "batch", spectral_norm: str = "biggan"):
         super().__init__()
         filters = [ch * m for m in multipliers]
         n_down = len(filters) - 1
@@ -291,7 +357,7 @@ class Encoder(nn.Module):
         self.n_blocks = n_down
         self.input_layer = sn_conv(img_channels, filters[0], 3)
         kw = dict(preactivation=True, downsample=True, attention=attention, pool="avg",
-                  cbam_reduction=cbam_reduction, spatial_norm=spatial_norm)
+                  cbam_reduction=cbam_reduction, spatial_norm=spatial_norm, spectral_norm=spectral_norm)
         for i in range(1, n_down):
             setattr(self, f"residual_conv_{i}", ResidualConv(filters[i - 1], filters[i], **kw))
         self.output_layer = ResidualConv(filters[-2], filters[-1], **kw)
@@ -310,7 +376,8 @@ def build_network(network: str, model_cfg: Any) -> nn.Module:
 
     network: 'generator' | 'discriminator' | 'encoder'.
     """
-    common = dict(cbam_reduction=model_cfg.cbam_reduction, spatial_norm=model_cfg.spatial_norm)
+    common = dict(cbam_reduction=model_cfg.cbam_reduction, spatial_norm=model_cfg.spatial_norm,
+                  spectral_norm=model_cfg.spectral_norm)
     if network == "generator":
         return Generator(model_cfg.z_dim, model_cfg.width, model_cfg.channels, model_cfg.image_size,
                          output=model_cfg.generator_output, **common)

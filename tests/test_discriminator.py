@@ -131,7 +131,13 @@ def test_heads_by_hand(run):
     np.testing.assert_allclose(out.global_features, f_enc, rtol=1e-5, atol=1e-4)
     p, s = variables["params"], state["spectral"]
     k = p["linear"]["kernel"]
-    sigma = s["linear"]["u"] @ k.T @ s["linear"]["v"]
+    u = s["linear"]["u"]
+    if "v" in s["linear"]:  # 'torch' spectral norm: eval uses the stored pair
+        sigma = u @ k.T @ s["linear"]["v"]
+    else:  # 'biggan' (the default): eval runs one more power iteration from the stored u
+        v = k @ u / np.linalg.norm(k @ u)
+        u = k.T @ v / np.linalg.norm(k.T @ v)
+        sigma = u @ k.T @ v
     np.testing.assert_allclose(out.global_logit, f_enc @ k[:, 0] / sigma + p["linear"]["bias"][0],
                                rtol=1e-4, atol=1e-4)
     head = p["output_conv"]

@@ -105,7 +105,12 @@ def test_every_normalised_kernel_has_unit_spectral_norm(trained):
             layer_params, layer_spectral = layer_params[name], layer_spectral[name]
         kernel = np.asarray(layer_params["kernel"])
         matrix = kernel.reshape(-1, kernel.shape[-1])  # (kh*kw*in, out) == W^T
-        u, v = np.asarray(layer_spectral["u"]), np.asarray(layer_spectral["v"])
+        u = np.asarray(layer_spectral["u"])
+        if "v" in layer_spectral:  # torch spectral norm (first conv, linear): eval uses the stored pair
+            v = np.asarray(layer_spectral["v"])
+        else:  # BigGAN-style (the blocks, by default): eval runs one more power iteration from u
+            v = matrix @ u / np.linalg.norm(matrix @ u)
+            u = matrix.T @ v / np.linalg.norm(matrix.T @ v)
         sigma = u @ matrix.T @ v  # what eval divides by
         top = np.linalg.svd(matrix / sigma, compute_uv=False)[0]
         assert abs(top - 1.0) < 1e-3, f"{'/'.join(names)}: top singular value {top}"

@@ -141,10 +141,11 @@ def _config(**overrides):
 def test_build_validates_config_fields():
     cfg = default_model_config()
     assert (cfg.image_size, cfg.channels, cfg.z_dim, cfg.width, cfg.cbam_reduction) == (128, 3, 100, 64, 16)
-    assert (cfg.spatial_norm, cfg.generator_output, cfg.d_block, cfg.d_attention, cfg.e_attention) == (
-        "batch", "relu_tanh", "residual", "none", "none")
+    # The original's networks: residual U-Net discriminator with CBAM, BigGAN-style spectral norm.
+    assert (cfg.spatial_norm, cfg.generator_output, cfg.d_block, cfg.d_attention, cfg.e_attention,
+            cfg.spectral_norm) == ("batch", "relu_tanh", "residual", "cbam", "none", "biggan")
     bad_values = {"image_size": 100, "channels": 0, "z_dim": -1, "width": 2.5, "cbam_reduction": 0,
-                  "spatial_norm": "layer", "generator_output": "sigmoid"}
+                  "spatial_norm": "layer", "generator_output": "sigmoid", "spectral_norm": "flax"}
     for field, value in bad_values.items():
         cfg = _config(**{field: value})
         with pytest.raises(ValueError, match=f"config.model.{field}"):
@@ -170,6 +171,8 @@ def test_parameter_summary_and_describe(tiny):
     assert "proj_z/kernel" in text and "block1/conv1/u" in text
     assert f"Trainable parameters: {n_params:,}" in text
     full = describe(default_model_config())
-    for name, total in (("Generator", 31_859_379), ("Discriminator", 33_123_906), ("Encoder", 41_069_028)):
+    # The original's classes count the same: G 31,859,379 (third CBAM at its block's width),
+    # D residual + CBAM 33,301,106, E 41,069,028.
+    for name, total in (("Generator", 31_859_379), ("Discriminator", 33_301_106), ("Encoder", 41_069_028)):
         assert f"== {name} ==" in full
         assert f"Trainable parameters: {total:,}" in full

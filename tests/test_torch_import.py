@@ -74,6 +74,8 @@ PAIRS = {
     "discriminator": lambda: funetgan_pair("discriminator"),
     "discriminator_conv": lambda: funetgan_pair("discriminator", d_block="conv", d_attention="none"),
     "encoder": lambda: funetgan_pair("encoder", e_attention="cbam"),
+    "encoder_torch_sn": lambda: funetgan_pair("encoder", e_attention="cbam", spectral_norm="torch"),
+    "discriminator_torch_sn": lambda: funetgan_pair("discriminator", spectral_norm="torch"),
     "conv_gon": lambda: gon_pair("conv_gon", "mnist", nz=8, ngf=4),
     "implicit_gon": lambda: gon_pair("implicit_gon", "mnist", nz=4, image_size=8, hidden=(8, 8, 8, 8)),
     "variational_gon": lambda: gon_pair("variational_gon", "vae32", nz=8, ngf=4),
@@ -105,7 +107,7 @@ def test_layouts_of_one_conv_and_its_spectral_vectors():
     """Conv weight (O, I, kh, kw) -> kernel (kh, kw, I, O), element by element; and the Flax
     spectral norm (u^T W v with W the HWIO kernel viewed as (kh*kw*I, O) transposed and v in
     HWIO-flatten order) divides by exactly the sigma PyTorch divided by in its eval forward."""
-    template, tm = PAIRS["encoder"]()
+    template, tm = PAIRS["encoder_torch_sn"]()
     tm.eval()
     with torch.no_grad():
         tm(torch.rand(2, 3, 32, 32))  # eval forward: weight = weight_orig / sigma(stored u, v)
@@ -121,6 +123,28 @@ def test_layouts_of_one_conv_and_its_spectral_vectors():
     sigma = u @ (kernel.reshape(-1, 8).astype(np.float64).T @ v)
     # PyTorch computed sigma in float32 (a 36-term dot product), hence rtol 1e-5.
     np.testing.assert_allclose(np.transpose(kernel / sigma, (3, 2, 0, 1)), layer.weight.detach().numpy(), rtol=1e-5)
+
+
+def test_layouts_of_the_original_biggan_spectral_norm():
+    """The original's SNConv2d / SNLinear state: weight (O, I, kh, kw) -> kernel, u0 (1, O) ->
+    spectral u (O,), sv0 (1,) -> spectral sigma (1,); in the original's encoder the first conv
+    and the last linear layer are torch spectral_norm layers (weight_orig, weight_u, weight_v)."""
+    template, tm = PAIRS["encoder"]()
+    sd = tm.state_dict()
+    assert sd["residual_conv_1.conv1.u0"].shape == (1, 8) and sd["residual_conv_1.conv1.sv0"].shape == (1,)
+    assert "residual_conv_1.conv1.weight" in sd and "residual_conv_1.conv1.weight_orig" not in sd
+    assert {"input_layer.weight_orig", "input_layer.weight_u", "input_layer.weight_v", "linear.weight_orig"} <= set(sd)
+    with torch.no_grad():
+        sd["residual_conv_1.conv1.u0"].normal_()
+        sd["residual_conv_1.conv1.sv0"].fill_(2.5)
+    variables = torch_to_flax(sd, template)
+    spectral = variables["spectral"]["block1"]["conv1"]
+    assert set(spectral) == {"u", "sigma"} and set(variables["spectral"]["input_conv"]) == {"u", "v"}
+    np.testing.assert_array_equal(np.asarray(spectral["u"]), sd["residual_conv_1.conv1.u0"].numpy()[0])
+    np.testing.assert_array_equal(np.asarray(spectral["sigma"]), [2.5])
+    w = sd["residual_conv_1.conv1.weight"].numpy()
+    kernel = np.asarray(variables["params"]["block1"]["conv1"]["kernel"])
+    assert kernel[2, 1, 3, 7] == w[7, 3, 2, 1]
 
 
 def test_layouts_of_transposed_conv_dense_and_batch_norm():
@@ -157,7 +181,7 @@ def test_round_trip_torch_flax_torch(network):
     tm.load_state_dict(back, strict=True)
 
 
-@pytest.mark.parametrize("network", ["discriminator", "conv_gon"])
+@pytest.mark.parametrize("network", ["generator", "discriminator", "encoder", "discriminator_torch_sn", "conv_gon"])
 def test_round_trip_flax_torch_flax(network):
     """Flax values -> state_dict built from the mapping alone (no PyTorch template) -> loaded
     strictly into the mirror -> back to Flax unchanged."""
@@ -168,7 +192,7 @@ def test_round_trip_flax_torch_flax(network):
 
 
 def converged_spectral_vectors(variables):
-    """Each spectral-norm layer's (u, v) set to the top singular pair of its kernel, as power
+    """Each spectral-norm layer's (u, v) (or u and sigma) set to the top singular pair (value) of its kernel, as power
     iteration leaves them after training. (Straight after init they are random, u^T W v can be
     near 0, and an eval forward then divides by almost nothing on both sides alike.)"""
     params, spectral = variables["params"], variables["spectral"]
@@ -176,8 +200,9 @@ def converged_spectral_vectors(variables):
     def fix(p, s):
         if "u" in s:
             w = np.asarray(p["kernel"], np.float64).reshape(-1, s["u"].shape[0]).T  # (out, kh*kw*in), HWIO order
-            left, _, right = np.linalg.svd(w, full_matrices=False)
-            return {"u": jnp.asarray(left[:, 0], jnp.float32), "v": jnp.asarray(right[0], jnp.float32)}
+            left, values, right = np.linalg.svd(w, full_matrices=False)
+            second = {"v": right[0]} if "v" in s else {"sigma": values[:1]}  # 'torch' | 'biggan' layer
+            return {k: jnp.asarray(a, jnp.float32) for k, a in {"u": left[:, 0], **second}.items()}
         return {k: fix(p[k], v) for k, v in s.items()}
 
     return {**variables, "spectral": fix(params, spectral)}
@@ -212,12 +237,14 @@ def import_error(state_dict, template, **kwargs):
 def test_missing_keys_are_named_with_their_shapes():
     template, tm = PAIRS["encoder"]()
     sd = tm.state_dict()
-    del sd["linear.weight_u"], sd["residual_conv_2.conv1.weight_orig"]
+    del sd["linear.weight_u"], sd["residual_conv_2.conv1.weight"], sd["residual_conv_2.conv1.u0"]
     message = import_error(sd, template, source="enc.pth")
-    assert "enc.pth does not fit the encoder network" in message
-    assert "missing keys (2)" in message
+    assert ("enc.pth (BigGAN-style spectral norm (u0/sv0)) does not fit the encoder network "
+            "(BigGAN-style spectral norm (u0/sv0))") in message
+    assert "missing keys (3)" in message
     assert "linear.weight_u (expected shape (8,))" in message
-    assert "residual_conv_2.conv1.weight_orig (expected shape (16, 8, 3, 3))" in message
+    assert "residual_conv_2.conv1.weight (expected shape (16, 8, 3, 3))" in message
+    assert "residual_conv_2.conv1.u0 (expected shape (1, 16))" in message
     assert "unexpected" not in message and "wrong shapes" not in message
 
 
@@ -247,21 +274,56 @@ def test_wrong_architecture_is_named():
     _, generator = PAIRS["generator"]()
     message = import_error(generator.state_dict(), template)
     assert "does not fit the discriminator network" in message
-    assert "input_layer.conv1.weight_orig (expected shape (4, 3, 3, 3))" in message
-    assert "g_blocks.0.0.conv1.weight_orig (16, 32, 3, 3)" in message
+    assert "input_layer.conv1.weight (expected shape (4, 3, 3, 3))" in message
+    assert "g_blocks.0.0.conv1.weight (16, 32, 3, 3)" in message
     assert "probably of another network or another configuration" in message
 
     conv_template, _ = PAIRS["discriminator_conv"]()
     _, residual = PAIRS["discriminator"]()
     message = import_error(residual.state_dict(), conv_template)
     assert "missing keys" not in message
-    assert "residual_conv_1.conv_sc.weight_orig" in message
+    assert "residual_conv_1.conv_sc.weight" in message
     assert "input_layer.attention1.ChannelGate.mlp.1.weight" in message
 
 
-def test_wrapped_checkpoints_are_opened():
-    """{'state_dict': ...} with DataParallel's 'module.' prefix reads like the plain dict."""
-    template, tm = PAIRS["cae"]()
+def test_spectral_norm_format_mismatch_is_named():
+    """A torch-spectral_norm checkpoint into a network configured for the original's BigGAN
+    layers, and the reverse: both formats and the setting that selects them are named."""
+    template, _ = PAIRS["discriminator"]()
+    _, torch_sn = PAIRS["discriminator_torch_sn"]()
+    message = import_error(torch_sn.state_dict(), template, source="D.pth")
+    assert ("D.pth (torch spectral_norm (weight_orig/weight_u/weight_v)) does not fit the discriminator "
+            "network (BigGAN-style spectral norm (u0/sv0))") in message
+    assert "config.model.spectral_norm='torch'" in message
+    assert "probably of another network" not in message
+    torch_template, _ = PAIRS["discriminator_torch_sn"]()
+    _, original = PAIRS["discriminator"]()
+    message = import_error(original.state_dict(), torch_template, source="D.pth")
+    assert "holds BigGAN-style spectral norm (u0/sv0); this discriminator is configured for torch" in message
+    assert "config.model.spectral_norm='biggan'" in message
+    plain = {k: v for k, v in original.state_dict().items() if not k.endswith(("u0", "sv0"))}
+    assert "plain weights (no spectral-norm state)" in import_error(plain, template)
+
+
+def test_generator_cbam_of_the_wrong_width_is_explained():
+    """The original generator builds its third CBAM for base_channels after a 4 * base_channels
+    block; a file saved from such a network names the layer and the fix."""
+    template, tm = PAIRS["generator"]()
+    sd = tm.state_dict()
+    sd["g_blocks.1.1.ChannelGate.mlp.1.weight"] = torch.zeros(1, 4)  # built for 4 channels, not 8
+    sd["g_blocks.1.1.ChannelGate.mlp.3.weight"] = torch.zeros(4, 1)
+    sd["g_blocks.1.1.ChannelGate.mlp.3.bias"] = torch.zeros(4)
+    message = import_error(sd, template)
+    assert "g_blocks.1.1.ChannelGate.mlp.1.weight: checkpoint (1, 4), expected (1, 8)" in message
+    assert "g_blocks.1.1 (CBAM after generator block(s) 1) has the width of another block" in message
+    assert "CBAMBlock(4 * base_channels)" in message
+
+
+@pytest.mark.parametrize("network", ["cae", "discriminator"])
+def test_wrapped_checkpoints_are_opened(network):
+    """{'state_dict': ...} with DataParallel's 'module.' prefix reads like the plain dict (the
+    original f-UNetGAN saves G.module.state_dict(), without it; both load)."""
+    template, tm = PAIRS[network]()
     sd = tm.state_dict()
     wrapped = {"state_dict": {f"module.{k}": v for k, v in sd.items()}}
     jax.tree.map(np.testing.assert_array_equal, torch_to_flax(wrapped, template), torch_to_flax(sd, template))
