@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -105,15 +106,30 @@ class Checkpointer:
         )
         return self.manager.save(step, args=args, metrics=metrics, force=force)
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any, dict, dict] | None:
+    def read_meta(self, step: int) -> dict | None:
+        """The metadata saved with `step`, or None when it cannot be read."""
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is dealt with by restore()
+            return None
+        return dict(restored["meta"] or {})
+
+    def restore(self, abstract_state: Any, step: int | None = None,
+                check_meta: Callable[[str, dict], None] | None = None) -> tuple[int, Any, dict, dict] | None:
         """Restores the newest readable checkpoint (or `step`): (step, state, data, meta).
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct` carrying shardings (from
         `jax.eval_shape`), so arrays come back placed. Returns None when there is none.
+        `check_meta(path, meta)` runs on a checkpoint's metadata before its state is read and
+        raises (CheckpointError) when the checkpoint was written for another configuration;
+        that error stops the restore and nothing is moved or changed.
         """
         steps = [step] if step is not None else list(reversed(self.all_steps()))
         failures = []
         for s in steps:
+            meta = self.read_meta(s) if check_meta is not None else None
+            if meta is not None:
+                check_meta(os.path.join(self.directory, str(s)), meta)
             try:
                 restored = self.manager.restore(
                     s,

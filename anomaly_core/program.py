@@ -53,6 +53,37 @@ class Method:
         lambda c: None)
     # health_limits(config) -> ((metric, limit, meaning), ...): warned about when exceeded.
     health_limits: Callable[[Any], tuple[tuple[str, float, str], ...]] = lambda c: ()
+    # recorded_settings(config) -> {dotted setting: JSON value}: the settings the saved state
+    # only fits (its structure or its meaning), recorded in every checkpoint's metadata and
+    # checked before it is restored.
+    recorded_settings: Callable[[Any], Mapping[str, Any]] = lambda c: {}
+    # The values of those settings in checkpoints written before they were recorded.
+    unrecorded_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def checkpoint_meta(method: Method, config) -> dict[str, Any]:
+    """The metadata every checkpoint of this run carries (method and recorded settings)."""
+    return {"method": method.name, "settings": dict(method.recorded_settings(config))}
+
+
+def meta_checker(method: Method, config) -> Callable[[str, dict], None]:
+    """check_meta for Checkpointer.restore: a CheckpointError naming each recorded setting
+    whose value in the checkpoint differs from the config, and the flag that restores it."""
+    current = json.loads(json.dumps(dict(method.recorded_settings(config))))
+
+    def check(path: str, meta: dict) -> None:
+        saved = {**method.unrecorded_settings, **dict(meta.get("settings") or {})}
+        if meta.get("method") not in (None, method.name):
+            raise CheckpointError(f"checkpoint {path} was written by method {meta.get('method')!r}, "
+                                  f"but config.method is {method.name!r}: use that run's config")
+        wrong = [(k, saved[k], v) for k, v in current.items() if k in saved and saved[k] != v]
+        if wrong:
+            lines = [f"{k}={old!r} there, {new!r} in the config (pass --{k}={old})" for k, old, new in wrong]
+            raise CheckpointError(f"checkpoint {path} was written with other model settings, which its "
+                                  "variables only fit: " + "; ".join(lines)
+                                  + ". Nothing was changed in the checkpoint.")
+
+    return check
 
 
 # config.method -> the package module that defines `METHOD` (and init_state, the step functions).
@@ -216,7 +247,8 @@ def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
                                 health_limits=tuple(method.health_limits(config))),
                 validation_fn=_validation_fn(method, config, mesh),
                 image_fn=_progress_image_fn(method, config, workdir, mesh, writer),
-                meta={"method": method.name},
+                meta=checkpoint_meta(method, config),
+                check_meta=meta_checker(method, config),
             )
             total = sum(s.num_steps for s in stages)
             score = _jit_score(method, config, mesh)
@@ -231,7 +263,7 @@ def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
 def restore_for_inference(method: Method, config, workdir: str, mesh) -> tuple[State, int]:
     ckpt = _checkpointer(config, workdir, None)
     try:
-        restored = ckpt.restore(abstract_state(method, config, mesh))
+        restored = ckpt.restore(abstract_state(method, config, mesh), check_meta=meta_checker(method, config))
     finally:
         ckpt.close()
     if restored is None:

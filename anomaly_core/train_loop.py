@@ -117,17 +117,19 @@ def train(
     validation_fn: Callable[[Any, str], Mapping[str, float]] | None = None,
     image_fn: Callable[[Any, str, int], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    check_meta: Callable[[str, dict], None] | None = None,
 ) -> tuple[Any, int]:
     """Runs (or resumes) all stages. Returns (final state, number of steps run now).
 
     `state` is the freshly initialised (replicated) state; when `checkpointer` holds a
     checkpoint, training resumes from it instead. `train_iter` yields process-local
     batches and has `get_state()`/`set_state()`. `image_fn(state, stage_name, step)` writes
-    progress images (every `loop.image_every` steps and at each stage's end).
+    progress images (every `loop.image_every` steps and at each stage's end). `check_meta`
+    vets a checkpoint's metadata before resuming from it (`Checkpointer.restore`).
     """
     total = sum(s.num_steps for s in stages)
     start = 0
-    restored = checkpointer.restore(abstract_like(state))
+    restored = checkpointer.restore(abstract_like(state), check_meta=check_meta)
     if restored is not None:
         start, state, data_state, saved_meta = restored
         if data_state:

@@ -59,7 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
         # Decoder-head losses and penalty over the pixel logits: 'sum' (reference; scale grows
         # with H * W) | 'mean'.
         pixel_reduction="mean",
-        kappa=1.0,  # weight of the discriminator-feature terms in the encoder loss
+        kappa=1.0,  # weight of the discriminator terms in the encoder loss
+        # What of D(x) and D(G(E(x))) the encoder loss and the score compare: 'features'
+        # (f-AnoGAN izi_f: D's last features of both heads) | 'logits' (the original
+        # f-UNetGAN's encoder stage: D's global and per-pixel logits).
+        encoder_target="features",
         latent_weight=0.0,  # weight of mean (E(G(z)) - z)^2 in the encoder loss (f-AnoGAN 'ziz'; 0 = off)
         detach_critic=False,  # True reproduces the reference's detached critic terms
         log_every=50,

@@ -68,6 +68,20 @@ def features_of(out: Any) -> tuple[Array, Array]:
     return at_least_f32(feats[0]), at_least_f32(feats[1])
 
 
+ENCODER_TARGETS = ("features", "logits")
+
+
+def critic_targets(out: Any, target: str) -> tuple[Array, Array]:
+    """What the encoder loss and the anomaly score compare of D(x) and D(xr): 'features'
+    (f-AnoGAN izi_f: global_features (B, F), pixel_features (B, H, W, c)) or 'logits' (the
+    original f-UNetGAN's encoder stage: global_logit as (B, 1), pixel_logits (B, H, W, 1)).
+    out: a DiscriminatorOutput (with features for 'features')."""
+    check_choice(target, ENCODER_TARGETS, "config.train.encoder_target")
+    if target == "logits":
+        return at_least_f32(out.global_logit[:, None]), at_least_f32(out.pixel_logits)
+    return features_of(out)
+
+
 PIXEL_REDUCTIONS = ("sum", "mean")
 
 

@@ -173,11 +173,20 @@ def adversarial_step(config, state, batches, rng):
     return new_state, metrics
 
 
+def encoder_target(config) -> str:
+    """What of D the encoder stage and the score compare: 'features' | 'logits' (losses.critic_targets)."""
+    return config.train.get("encoder_target", "features")
+
+
 def _frozen_fns(config, state):
-    """Eval-mode G and D feature functions (frozen: no statistics change)."""
+    """Eval-mode G and D-target functions (frozen: no statistics change)."""
     G, D, _ = networks(config)
+    target = encoder_target(config)
     generate = lambda z: G.apply(generator_variables(state), z, train=False)  # noqa: E731
-    features = lambda x: D.apply(state["d"], x, train=False, return_features=True)  # noqa: E731
+
+    def features(x):
+        return losses.critic_targets(D.apply(state["d"], x, train=False, return_features=True), target)
+
     return generate, features
 
 
@@ -213,15 +222,15 @@ def encoder_step(config, state, batch, rng):
 
 
 def reconstruct(config, state, x):
-    """xr = G(E(x)) in eval mode, and D's features of x and xr (one D pass on both)."""
+    """xr = G(E(x)) in eval mode, and D's targets (config.train.encoder_target) of x and xr
+    (one D pass on both)."""
     G, D, E = networks(config)
     z = E.apply(state["e"], x, train=False)
     xr = G.apply(generator_variables(state), z, train=False)
     out = D.apply(state["d"], jnp.concatenate([x, xr]), train=False, return_features=True)
+    enc, dec = losses.critic_targets(out, encoder_target(config))
     n = x.shape[0]
-    feats_x = (out.global_features[:n], out.pixel_features[:n])
-    feats_xr = (out.global_features[n:], out.pixel_features[n:])
-    return xr, feats_x, feats_xr
+    return xr, (enc[:n], dec[:n]), (enc[n:], dec[n:])
 
 
 def score_fn(config):
@@ -304,6 +313,9 @@ METHOD = program.Method(
     validation_stage="encoder",
     progress_images=progress_images_fn,
     health_limits=health_limits,
+    recorded_settings=lambda config: {f"config.model.{k}": v for k, v in config.model.items() if k != "dtype"},
+    # Checkpoints written before the settings were recorded all used torch's spectral norm.
+    unrecorded_settings={"config.model.spectral_norm": "torch"},
 )
 
 

@@ -133,3 +133,50 @@ def test_missing_mvtec_root_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert "config.data.root" in proc.stderr and "mvtec.com" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_converter_exports_a_training_run_and_imports_it_back(straight_run, tmp_path):
+    """convert_checkpoint on a run written by training: --reverse --workdir --network=all writes
+    the generator, discriminator and encoder in the original's format (BigGAN-style u0/sv0) and
+    in torch's spectral_norm format; --workdir --network=all makes a new run of the files whose
+    checkpoint holds exactly the trained variables (the torch-format files: the same weights,
+    the spectral-norm state re-expressed)."""
+    torch = pytest.importorskip("torch")
+    from anomaly_core import convert_checkpoint as cc
+    from anomaly_core.checkpointing import CheckpointError
+
+    workdir, _ = straight_run
+    config = tiny_config("")
+    step, trained, _ = final_state(config, workdir)
+    original = [str(tmp_path / f"{n}.pth") for n in ("G", "D", "E")]
+    cc.export_run(config, "all", workdir, original)
+    d_file = torch.load(original[1], weights_only=True)
+    assert d_file["input_layer.conv1.u0"].shape == (1, config.model.width) and "linear.sv0" in d_file
+    e_file = torch.load(original[2], weights_only=True)
+    assert "input_layer.weight_orig" in e_file and "residual_conv_1.conv1.u0" in e_file
+    with pytest.raises(FileExistsError, match="already exists"):
+        cc.export_run(config, "generator", workdir, original[:1])
+
+    back = str(tmp_path / "back")
+    cc.import_run(config, original, back)
+    back_step, imported, _ = final_state(config, back)
+    assert back_step == step
+    for slot in ("g", "d", "e"):
+        jax.tree.map(np.testing.assert_array_equal, imported[slot], trained[slot])
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        cc.import_run(config, original, back)
+
+    torch_sn = [str(tmp_path / f"{n}_torch_sn.pth") for n in ("G", "D", "E")]
+    cc.export_run(config, "all", workdir, torch_sn, torch_format="torch")
+    assert "input_layer.conv1.weight_orig" in torch.load(torch_sn[1], weights_only=True)
+    again = str(tmp_path / "again")
+    cc.import_run(config, torch_sn, again)  # reads the format and switches the setting itself
+    assert json.load(open(os.path.join(again, "config.json")))["model"]["spectral_norm"] == "torch"
+    torch_config = cc.with_spectral_norm(config, "torch")
+    _, re_expressed, _ = final_state(torch_config, again)
+    for slot in ("g", "d", "e"):
+        jax.tree.map(np.testing.assert_array_equal, re_expressed[slot]["params"], trained[slot]["params"])
+    # The run records its spectral norm: the other setting is refused before anything is read.
+    with pytest.raises(CheckpointError, match=r"config.model.spectral_norm='torch' there, 'biggan' in the config "
+                                              r"\(pass --config.model.spectral_norm=torch\)"):
+        ft.evaluate(config, again)

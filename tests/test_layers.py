@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funetgan_jax.layers import BatchNorm, SNConv, SNDense, instance_norm, pool_2x2, upsample_nearest
+from funetgan_jax.layers import (BatchNorm, SNConv, SNDense, convert_spectral_state, instance_norm, pool_2x2,
+                                 upsample_nearest)
 
 # Tiny models: XLA's optimisation passes and fusion emitters cost more compile time than they save.
 jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
@@ -116,6 +117,44 @@ def test_eval_uses_stored_vectors_and_changes_nothing(dense):
     np.testing.assert_array_equal(state["spectral"]["v"], v.astype(np.float32))
     sigma = u @ k.T @ v  # no iteration in eval: sigma comes from the stored pair as it is
     np.testing.assert_allclose(y1, x @ (k / sigma) + b, rtol=1e-4, atol=1e-5)
+
+
+def test_biggan_mode_iterates_in_every_forward_and_stores_only_in_training():
+    """The original f-UNetGAN's SNLinear: u (out,) and sigma (1,) stored; eval runs the same
+    one-step power iteration as training but keeps the stored state."""
+    layer = SNDense(7, sn_mode="biggan")
+    x = np.asarray(jax.random.normal(jax.random.key(1), (5, 10)))
+    variables = layer.init(jax.random.key(0), x, train=False)
+    assert set(variables["spectral"]) == {"u", "sigma"} and variables["spectral"]["sigma"].shape == (1,)
+    k, b = np.asarray(variables["params"]["kernel"]), np.asarray(variables["params"]["bias"])
+    u0 = np.asarray(variables["spectral"]["u"])
+    v1 = _normalize(k @ u0)
+    u1 = _normalize(k.T @ v1)
+    sigma = u1 @ k.T @ v1
+    y_eval, kept = _eval(layer)(variables, x)
+    np.testing.assert_allclose(y_eval, x @ (k / sigma) + b, rtol=1e-5, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, kept["spectral"], variables["spectral"])
+    y_train, new = _train(layer)(variables, x)
+    np.testing.assert_allclose(y_train, y_eval, rtol=1e-6, atol=1e-6)  # same arithmetic, separately compiled
+    np.testing.assert_allclose(new["spectral"]["u"], u1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new["spectral"]["sigma"], [sigma], rtol=1e-5)
+
+
+def test_spectral_state_converts_between_modes(conv):
+    """biggan -> torch: the torch eval forward divides by exactly the biggan eval sigma (one
+    iteration from u stored as (u', v)); torch -> biggan: sigma = u^T W v, u kept."""
+    layer, torch_vars, probes = conv
+    big = SNConv(6, 3, padding=0, use_bias=False, sn_mode="biggan")
+    big_vars = big.init(jax.random.key(0), probes, train=False)
+    as_torch = convert_spectral_state(big_vars, torch_vars)
+    assert set(as_torch["spectral"]) == {"u", "v"}
+    np.testing.assert_allclose(_eval(layer)(as_torch, probes)[0], _eval(big)(big_vars, probes)[0], rtol=1e-6, atol=1e-7)
+    as_big = convert_spectral_state(torch_vars, big_vars)
+    k = np.asarray(torch_vars["params"]["kernel"]).reshape(-1, 6)
+    u, v = np.asarray(torch_vars["spectral"]["u"]), np.asarray(torch_vars["spectral"]["v"])
+    np.testing.assert_array_equal(as_big["spectral"]["u"], u)
+    np.testing.assert_allclose(as_big["spectral"]["sigma"], [u @ k.T @ v], rtol=1e-6)
+    assert convert_spectral_state(torch_vars, torch_vars)["spectral"] == torch_vars["spectral"]
 
 
 def test_training_gradient_treats_u_v_as_constants(dense):

@@ -326,3 +326,29 @@ def test_pixel_reduction_rejects_other_names():
         losses.generator_loss(d_fake, "max")
     with pytest.raises(ValueError, match="config.train.pixel_reduction"):
         losses.discriminator_loss(d_real, d_fake, 0.0, 0.0, pixel_reduction="median")
+
+
+def test_critic_targets_features_or_logits():
+    """config.train.encoder_target: 'features' (f-AnoGAN izi_f) or 'logits' (the original's
+    encoder stage compares D's two outputs)."""
+    from funetgan_jax.discriminator import DiscriminatorOutput
+
+    g = jnp.arange(2.0)
+    p = jnp.arange(2 * 4 * 4 * 1.0).reshape(2, 4, 4, 1)
+    fe = jnp.ones((2, 8))
+    fd = jnp.full((2, 4, 4, 3), 2.0)
+    out = DiscriminatorOutput(g, p, fe, fd)
+    enc, dec = losses.critic_targets(out, "logits")
+    np.testing.assert_array_equal(enc, [[0.0], [1.0]])
+    np.testing.assert_array_equal(dec, p)
+    enc, dec = losses.critic_targets(out, "features")
+    np.testing.assert_array_equal(enc, fe)
+    np.testing.assert_array_equal(dec, fd)
+    # The loss terms then compare those: mean squared differences of the logits.
+    x = jnp.zeros((2, 4, 4, 3))
+    _, m = losses.encoder_loss_terms(x, x, losses.critic_targets(out, "logits"),
+                                     (jnp.array([[1.0], [3.0]]), jnp.zeros_like(p)), kappa=1.0)
+    np.testing.assert_allclose(m["l_fenc"], (1 + 4) / 2)
+    np.testing.assert_allclose(m["l_fdec"], np.mean(np.square(np.asarray(p))))
+    with pytest.raises(ValueError, match="config.train.encoder_target must be one of"):
+        losses.critic_targets(out, "pixels")
