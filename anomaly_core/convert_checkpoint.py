@@ -46,6 +46,9 @@ from anomaly_core.checkpointing import CheckpointError
 NETWORKS = ("generator", "discriminator", "encoder", "all", "gon")
 FUNETGAN_NETWORKS = ("generator", "discriminator", "encoder")
 TORCH_FORMATS = {"original": "biggan", "torch": "torch"}  # --torch_format -> spectral-norm mode
+# Settings without weights in which the original f-UNetGAN's networks compute, per network.
+ORIGINAL_MODEL = {"generator": {"generator_output": "relu_tanh"},
+                  "discriminator": {"d_norm": "instance", "d_global_pool": "sum"}}
 
 
 def _define_flags() -> dict[str, Any]:
@@ -155,9 +158,16 @@ def _import_variables(config: Any, network: str, pth: str, pth_key: str | None) 
     state_dict = load_torch_checkpoint(pth, key=pth_key)
     found = checkpoint_format(state_dict)
     if config.get("method") == "funetgan" and found in TORCH_FORMATS.values() and found != config.model.spectral_norm:
-        logging.warning("%s holds %s: config.model.spectral_norm set to %r for it", pth, FORMATS[found], found)
-        print(f"note: {pth} holds {FORMATS[found]}: using config.model.spectral_norm={found!r}")
+        print(f"note: {pth} holds {FORMATS[found]}: using config.model.spectral_norm={found!r}", file=sys.stderr)
         config = with_spectral_norm(config, found)
+    if config.get("method") == "funetgan" and found == "biggan":
+        differ = {k: (config.model[k], v) for k, v in ORIGINAL_MODEL.get(network, {}).items() if config.model[k] != v}
+        if differ:
+            print(f"note: {pth} has the original f-UNetGAN's format; the original's {network} computes with "
+                  + ", ".join(f"config.model.{k}={v!r}" for k, (_, v) in differ.items())
+                  + ", this config has " + ", ".join(f"{c!r}" for c, _ in differ.values())
+                  + " (no weights depend on it, so the file loads either way); to reproduce the original's "
+                  "outputs use configs/mvtec_bottle.py:reference", file=sys.stderr)
     return config, torch_to_flax(state_dict, abstract_variables(config, network), source=pth)
 
 
@@ -247,8 +257,6 @@ def import_run(config: Any, pths: list[str], workdir: str, *, pth_key: str | Non
     whose one checkpoint, at the end of the configured training, holds them (optimiser
     states fresh): launch.py --mode=eval / predict with the same --config then score with the
     imported networks. Returns the checkpoint folder."""
-    import json
-
     import jax
 
     from anomaly_core import parallel, program
@@ -283,8 +291,6 @@ def import_run(config: Any, pths: list[str], workdir: str, *, pth_key: str | Non
         ckpt.wait()
     finally:
         ckpt.close()
-    log_line = json.dumps({"spectral_norm": config.model.spectral_norm})
-    logging.info("imported %s into %s (%s)", pths, workdir, log_line)
     return os.path.join(os.path.abspath(workdir), "checkpoints", str(total))
 
 

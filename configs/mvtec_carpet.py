@@ -1,4 +1,4 @@
-"""f-UNetGAN on MVTec AD 'carpet' at full size (REFERENCE.md 1, EVALUATION.md).
+"""f-UNetGAN on MVTec AD 'carpet' at full size (128x128, width 64, the original's networks).
 
   python launch.py --config=configs/mvtec_carpet.py --workdir=runs/carpet \
       --config.data.root=/path/to/mvtec_anomaly_detection
@@ -6,8 +6,9 @@
 MVTec AD: https://www.mvtec.com/company/research/datasets/mvtec-ad (download and unpack,
 then point config.data.root at the folder holding bottle/, carpet/, ...).
 Presets: `configs/mvtec_carpet.py:tiny` (tests: 32x32, width 4, 2 steps per stage);
-`configs/mvtec_carpet.py:reference` (the reference's training choices: instance-norm critic, pixel
-sums, relu(tanh) output; needed to reproduce the original PyTorch code or load its critic).
+`configs/mvtec_carpet.py:reference` (the original's own choices: instance-norm critic, pixel
+sums, relu(tanh) output, its encoder stage on D's logits; use it to reproduce the original
+PyTorch code or to evaluate its files, docs/PARITY.md).
 Training dynamics that carry over from the demo measurements (docs/TRAINING.md): the
 critic without instance norm and the pixel-mean reduction (both scale-free in image size and
 width) and the tanh output; the quickstart's encoder settings were measured only at 64x64.

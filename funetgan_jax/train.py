@@ -175,7 +175,7 @@ def adversarial_step(config, state, batches, rng):
 
 def encoder_target(config) -> str:
     """What of D the encoder stage and the score compare: 'features' | 'logits' (losses.critic_targets)."""
-    return config.train.get("encoder_target", "features")
+    return config.train.get("encoder_target", "logits")
 
 
 def _frozen_fns(config, state):

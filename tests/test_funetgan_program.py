@@ -180,3 +180,24 @@ def test_converter_exports_a_training_run_and_imports_it_back(straight_run, tmp_
     with pytest.raises(CheckpointError, match=r"config.model.spectral_norm='torch' there, 'biggan' in the config "
                                               r"\(pass --config.model.spectral_norm=torch\)"):
         ft.evaluate(config, again)
+
+
+def test_checkpoint_settings_are_checked_before_restoring():
+    """program.meta_checker with f-UNetGAN's recorded settings (every config.model.* but dtype)."""
+    from anomaly_core import program
+    from anomaly_core.checkpointing import CheckpointError
+
+    config = tiny_config("")
+    check = program.meta_checker(ft.METHOD, config)
+    meta = program.checkpoint_meta(ft.METHOD, config)
+    assert meta["settings"]["config.model.spectral_norm"] == "biggan"
+    assert "config.model.dtype" not in meta["settings"]
+    check("ckpt/4", json.loads(json.dumps(meta)))  # what a checkpoint of this config reads back: accepted
+    with pytest.raises(CheckpointError, match=r"ckpt/4 was written with other model settings.*"
+                                              r"config.model.spectral_norm='torch' there, 'biggan' in the config"):
+        check("ckpt/4", {"method": "funetgan"})  # written before settings were recorded: torch spectral norm
+    with pytest.raises(CheckpointError, match=r"config.model.width=8 there, 4 in the config \(pass "
+                                              r"--config.model.width=8\)"):
+        check("ckpt/4", {**meta, "settings": {**meta["settings"], "config.model.width": 8}})
+    with pytest.raises(CheckpointError, match="written by method 'gon'"):
+        check("ckpt/4", {"method": "gon"})
