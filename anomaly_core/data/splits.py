@@ -6,7 +6,7 @@ import dataclasses
 
 import ml_collections
 
-from anomaly_core.data import demo_textures, digits, mnist_corrupted, mvtec
+from anomaly_core.data import demo_textures, digits, mnist_c_local, mnist_corrupted, mvtec
 from anomaly_core.data.config import default_demo_root, validate_data_config
 from anomaly_core.data.records import DataError, Record, Split
 
@@ -27,6 +27,8 @@ def load_split(data_cfg: ml_collections.ConfigDict, split: str) -> Split:
         return mnist_corrupted.load_split(data_cfg, split)
     if source == "digits":
         return digits.load_split(data_cfg, split)
+    if source == "mnist_c_local":
+        return mnist_c_local.load_split(data_cfg, split)
     return _load_folder_split(data_cfg, split)
 
 
