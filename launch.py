@@ -6,7 +6,9 @@
   python launch.py --config=configs/mvtec_bottle.py --workdir=runs/bottle --mode=predict --input=my_images/
   python launch.py --config=configs/mvtec_bottle.py --mode=summary
 
-`--mode=train` trains (resuming from the latest checkpoint in the workdir) then evaluates.
+`--mode=train` trains (resuming from the latest checkpoint in the workdir) then evaluates; a
+workdir whose run was trained with other settings is refused with the differences
+(`--allow_changes` continues it deliberately), and one workdir serves one process at a time.
 `config.method` selects the method package ('funetgan' or 'gon').
 """
 from __future__ import annotations
@@ -23,6 +25,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and images.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "train (then evaluate) | eval | predict | summary.")
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to score with --mode=predict.")
+_ALLOW_CHANGES = flags.DEFINE_bool(
+    "allow_changes", False, "--mode=train in a workdir holding a run trained with other settings (data, seed, "
+    "model, optimisation): continue that run with this config deliberately instead of refusing.")
 
 
 def method_module(config):
@@ -53,7 +58,7 @@ def main(argv: list[str]) -> int:
     module = method_module(config)
     from anomaly_core.run import run_mode
 
-    return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value)
+    return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -63,7 +63,67 @@ class Method:
 
 def checkpoint_meta(method: Method, config) -> dict[str, Any]:
     """The metadata every checkpoint of this run carries (method and recorded settings)."""
-    return {"method": method.name, "settings": dict(method.recorded_settings(config))}
+    return {"method": method.name, "settings": dict(method.recorded_settings(config)), "run": run_settings(config)}
+
+
+# Settings a resumed run may change without --allow_changes: more steps, and what only
+# decides how often the loop logs, saves or draws.
+RESUMABLE_CHANGES = ("config.train.generator_steps", "config.train.encoder_steps", "config.train.steps",
+                     "config.train.log_every", "config.train.checkpoint_every", "config.train.image_every",
+                     "config.data.read_threads")
+
+
+def run_settings(config) -> dict[str, Any]:
+    """The settings a training run is made of: config.seed, config.data.*, config.model.*,
+    config.train.* as {dotted name: JSON value} (evaluation, checkpoint and distribution
+    settings may differ between the processes that use one run)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}", value)
+        else:
+            flat[prefix] = node
+
+    for section in ("seed", "data", "model", "train"):
+        if section in config:
+            walk(f"config.{section}", config[section].to_dict() if hasattr(config[section], "to_dict")
+                 else config[section])
+    return json.loads(json.dumps(flat, default=str))
+
+
+def check_resume(ckpt: Checkpointer, method: Method, config, *, allow_changes: bool = False) -> None:
+    """Before a training run touches a workdir that holds checkpoints: the newest checkpoint
+    must fit the config (meta_checker), must not be past the configured training (that is
+    an evaluation: --mode=eval), and, unless allow_changes, must have been trained with the
+    same run settings (run_settings) but for RESUMABLE_CHANGES. Raises CheckpointError
+    listing every difference; nothing in the workdir is changed."""
+    step = ckpt.latest_step()
+    if step is None:
+        return
+    path = os.path.join(ckpt.directory, str(step))
+    meta = ckpt.read_meta(step)
+    if meta is None:
+        return  # unreadable: the restore falls back and says so
+    meta_checker(method, config)(path, meta)
+    total = sum(s.num_steps for s in method.stages(config))
+    if step > total:
+        raise CheckpointError(
+            f"the run in {ckpt.directory} has trained {step} steps, this config trains {total}: raise its "
+            "steps to continue training, or evaluate the trained model with --mode=eval")
+    saved = meta.get("run")
+    if allow_changes or not isinstance(saved, Mapping):
+        return
+    current = run_settings(config)
+    names = sorted((set(saved) | set(current)) - set(RESUMABLE_CHANGES))
+    changed = [f"{n}={saved.get(n, '(absent)')!r} there, {current.get(n, '(absent)')!r} now" for n in names
+               if saved.get(n) != current.get(n)]
+    if changed:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to a run trained with other settings; resuming would mix them:\n  "
+            + "\n  ".join(changed) + "\nUse another --workdir for a new run, the run's own settings to continue "
+            "it, or --allow_changes to continue it with these deliberately.")
 
 
 def meta_checker(method: Method, config) -> Callable[[str, dict], None]:
@@ -211,8 +271,8 @@ def _progress_image_fn(method: Method, config, workdir: str, mesh, writer):
     return write
 
 
-def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
-    """Trains (resuming from `<workdir>/checkpoints` when present), then evaluates."""
+def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: bool = False) -> dict[str, Any]:
+    """Trains (resuming from `<workdir>/checkpoints` when present, see check_resume), then evaluates."""
     check_config(config)
     mesh = parallel.make_mesh()
     per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
@@ -224,12 +284,17 @@ def train_and_evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
     log.info("%s: %d devices in %d processes, global batch %d (%d per process), stages %s", method.name,
              mesh.devices.size, jax.process_count(), config.train.batch_size, per_process,
              [(s.name, s.num_steps) for s in stages])
+    ckpt = _checkpointer(config, workdir, method.best_metric)
+    try:
+        check_resume(ckpt, method, config, allow_changes=allow_changes)
+    except CheckpointError:
+        ckpt.close()
+        raise
     writer = make_writer(workdir)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
-    ckpt = _checkpointer(config, workdir, method.best_metric)
     try:
         with jax.set_mesh(mesh):
             state = _init(method, config, mesh)

@@ -1,17 +1,20 @@
 """Dispatch of launch.py's modes to a method package, with user-facing error handling.
 
-A method package exposes `train_and_evaluate(config, workdir)`, `evaluate(config,
-workdir)`, `predict(config, workdir, input_dir)` and `describe(config)`. Errors a user can
-fix (a bad setting, a missing dataset, divergence, preemption) end with one clear message
-and a non-zero exit code rather than a traceback.
+A method package exposes `train_and_evaluate(config, workdir, allow_changes=...)`,
+`evaluate(config, workdir)`, `predict(config, workdir, input_dir)` and `describe(config)`.
+Train, eval and predict hold the workdir's lock (`workdir_lock`). Errors a user can fix (a
+bad setting, a missing dataset, a workdir in use or trained with other settings, divergence,
+preemption) end with one clear message and a non-zero exit code rather than a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from types import ModuleType
 
+from anomaly_core import workdir_lock
 from anomaly_core.checkpointing import CheckpointError, check_workdir_writable
 from anomaly_core.train_loop import Preempted, TrainingDiverged
 
@@ -57,7 +60,8 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None) -> int:
+def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None,
+             allow_changes: bool = False) -> int:
     quiet_library_logs()
     enable_compilation_cache()
     try:
@@ -65,12 +69,15 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
             print(module.describe(config))
             return 0
         check_workdir_writable(workdir)
-        if mode == "train":
-            _print_summary(module.train_and_evaluate(config, workdir))
-        elif mode == "eval":
-            _print_summary(module.evaluate(config, workdir))
-        elif mode == "predict":
-            print(f"predictions written to {module.predict(config, workdir, input_dir)}")
+        import jax
+
+        with workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+            if mode == "train":
+                _print_summary(module.train_and_evaluate(config, workdir, allow_changes=allow_changes))
+            elif mode == "eval":
+                _print_summary(module.evaluate(config, workdir))
+            elif mode == "predict":
+                print(f"predictions written to {module.predict(config, workdir, input_dir)}")
         return 0
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -319,8 +319,8 @@ METHOD = program.Method(
 )
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    return program.train_and_evaluate(METHOD, config, workdir)
+def train_and_evaluate(config, workdir: str, *, allow_changes: bool = False) -> dict:
+    return program.train_and_evaluate(METHOD, config, workdir, allow_changes=allow_changes)
 
 
 def evaluate(config, workdir: str) -> dict:

@@ -201,3 +201,36 @@ def test_checkpoint_settings_are_checked_before_restoring():
         check("ckpt/4", {**meta, "settings": {**meta["settings"], "config.model.width": 8}})
     with pytest.raises(CheckpointError, match="written by method 'gon'"):
         check("ckpt/4", {"method": "gon"})
+
+
+def test_a_workdir_refuses_a_resume_with_other_settings(straight_run, demo_root):
+    """program.check_resume on a finished run: another data root or seed is refused with each
+    difference named (before anything is written), more steps are allowed, fewer steps point
+    to --mode=eval, and --allow_changes continues deliberately."""
+    from anomaly_core import program
+    from anomaly_core.checkpointing import CheckpointError
+
+    workdir, _ = straight_run
+    config_json = open(os.path.join(workdir, "config.json")).read()
+    ckpt = Checkpointer(workdir)
+    try:
+        program.check_resume(ckpt, ft.METHOD, tiny_config(demo_root))  # the run's own settings: accepted
+        program.check_resume(ckpt, ft.METHOD, tiny_config(demo_root, generator_steps=3, encoder_steps=3))
+        changed = tiny_config(demo_root)
+        changed.data.root = "/elsewhere"
+        changed.train.lr_g = 5e-4
+        with pytest.raises(CheckpointError) as info:
+            program.check_resume(ckpt, ft.METHOD, changed)
+        message = str(info.value)
+        assert f"config.data.root={demo_root!r} there, '/elsewhere' now" in message
+        assert "config.train.lr_g=0.0001 there, 0.0005 now" in message and "--allow_changes" in message
+        program.check_resume(ckpt, ft.METHOD, changed, allow_changes=True)
+        with pytest.raises(CheckpointError, match="has trained 4 steps, this config trains 2.*--mode=eval"):
+            program.check_resume(ckpt, ft.METHOD, tiny_config(demo_root, generator_steps=1, encoder_steps=1))
+    finally:
+        ckpt.close()
+    other_seed = tiny_config(demo_root)
+    other_seed.seed = 7
+    with pytest.raises(CheckpointError, match=r"config.seed=0 there, 7 now"):
+        ft.train_and_evaluate(other_seed, workdir)
+    assert open(os.path.join(workdir, "config.json")).read() == config_json
