@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 def _print_summary(results: dict) -> None:
@@ -84,7 +85,11 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
         return EXIT_DIVERGED
     except Preempted as e:
         print(str(e), file=sys.stderr)
-        return EXIT_PREEMPTED
+        return 128 + e.signum  # 143 for SIGTERM (what schedulers expect), 130 for Ctrl-C
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) outside the training steps: nothing was saved by this interruption; "
+              "checkpoints already written are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:
         log.debug("traceback of the error below", exc_info=True)  # shown with --verbosity=1
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -35,7 +35,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was written at the step named in the message."""
+    """SIGTERM or Ctrl-C (SIGINT) arrived; a checkpoint was written at the step named in the
+    message. `signum`: the signal, so the process can exit with 128 + signum."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,23 +86,29 @@ def stage_of(stages: list[Stage], step: int) -> Stage:
 
 
 class _SigtermFlag:
-    """Turns SIGTERM (the preemption signal) into a flag the loop polls between steps."""
+    """Turns SIGTERM (the preemption signal) and Ctrl-C (SIGINT) into a flag the loop polls
+    between steps. A second Ctrl-C stops at once (KeyboardInterrupt), without the checkpoint."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.raised = False
-        self._previous = None
+        self.signum = signal.SIGTERM
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_SigtermFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        self.raised = True
+    def _handle(self, signum, frame) -> None:
+        if self.raised and signum == signal.SIGINT:
+            signal.default_int_handler(signum, frame)
+        self.raised, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -231,9 +242,10 @@ def train(
             if preempted:
                 checkpointer.wait()
                 writer.flush()
+                name = "SIGTERM" if sigterm.signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
                 raise Preempted(
-                    f"SIGTERM received: checkpoint written at step {done} in {checkpointer.directory}; "
-                    "rerun the same command to resume."
+                    f"{name} received: checkpoint written at step {done} in {checkpointer.directory}; "
+                    "rerun the same command to resume.", sigterm.signum
                 )
     checkpointer.wait()
     writer.flush()

@@ -82,14 +82,17 @@ def test_sigkill_ten_times_then_resume_is_bit_identical(drill, reference):
     assert reference[1].step == STEPS
 
 
-def test_sigterm_writes_a_checkpoint_exits_143_and_resumes(launcher, reference, tmp_path):
+@pytest.mark.parametrize("signum,code,name", [(signal.SIGTERM, 143, "SIGTERM"),
+                                              (signal.SIGINT, 130, r"Ctrl-C \(SIGINT\)")])
+def test_sigterm_or_ctrl_c_writes_a_checkpoint_and_resumes(launcher, reference, tmp_path, signum, code, name):
     workdir = str(tmp_path / "run")
     child = launcher.start([*CONFIG, f"--workdir={workdir}"], str(tmp_path / "first.log"))
     assert child.wait_for(fault_drill.PROGRESS, 300), child.log()[-3000:]
-    child.send_signal(signal.SIGTERM)
-    assert child.wait(300) == 143, child.log()[-3000:]
-    m = re.search(r"SIGTERM received: checkpoint written at step (\d+)", child.log())
+    child.send_signal(signum)
+    assert child.wait(300) == code, child.log()[-3000:]
+    m = re.search(name + r" received: checkpoint written at step (\d+)", child.log())
     assert m, child.log()[-3000:]
+    assert "Traceback" not in child.log()
     step, arrays, _ = fault_drill.restore_checkpoint(CONFIG, workdir)
     assert step == int(m.group(1)) < STEPS
     assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f")
@@ -148,7 +151,8 @@ def test_divergence_exits_3_naming_step_and_loss_and_keeps_last_good_checkpoint(
     for d in os.listdir(ckpts):
         if not d.isdigit() or int(d) > good:
             shutil.rmtree(os.path.join(ckpts, d))
-    code, text = run(launcher, workdir, tmp_path / "diverge.log", "--config.train.lr=1e30")
+    # A deliberate change of the run's learning rate: --allow_changes (else the resume is refused).
+    code, text = run(launcher, workdir, tmp_path / "diverge.log", "--config.train.lr=1e30", "--allow_changes")
     assert code == 3, text[-3000:]
     m = re.search(r"error: training diverged: ([\w, ]+) became non-finite at step (\d+)", text)
     assert m, text[-3000:]
