@@ -211,7 +211,7 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
         recs = gather(res["reconstruction"])[valid]
         for i, s, m, im, rc in zip(idx, scores, maps, imgs, recs):
             path = folder.paths[int(i)]
-            stem = f"{int(i):05d}_{os.path.splitext(os.path.basename(path))[0]}"
+            stem = report.output_stem(int(i), path)
             pred = "" if threshold is None else int(s > threshold)
             rows.append((path, float(s), pred))
             if jax.process_index() == 0:

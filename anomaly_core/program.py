@@ -59,6 +59,10 @@ class Method:
     recorded_settings: Callable[[Any], Mapping[str, Any]] = lambda c: {}
     # The values of those settings in checkpoints written before they were recorded.
     unrecorded_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Settings every config of this method has (dotted names), checked at start-up so that a
+    # config of another method (or --config.method set wrongly) is one clear error.
+    required_settings: tuple[str, ...] = ()
+    example_config: str = ""  # a config file of this method, named in that error
 
 
 def checkpoint_meta(method: Method, config) -> dict[str, Any]:
@@ -158,8 +162,19 @@ def method_module(config) -> Any:
     return importlib.import_module(METHOD_MODULES[name])
 
 
-def check_config(config) -> None:
-    """Cross-setting checks that no single module can make."""
+def check_config(config, method: Method | None = None) -> None:
+    """Cross-setting checks that no single module can make, and (with `method`) that the
+    config has the settings the method reads."""
+    if method is not None:
+        for name in method.required_settings:
+            node: Any = config
+            for part in name.split(".")[1:]:
+                if not hasattr(node, "keys") or part not in node:
+                    raise ValueError(
+                        f"{name} is missing: config.method={method.name!r} reads the settings of its own configs "
+                        f"(e.g. {method.example_config}); this config looks like another method's. Check "
+                        "--config and --config.method.")
+                node = node[part]
     d, m = config.data, config.model
     if "image_size" in m and m.image_size != d.image_size:
         raise ValueError(
@@ -273,7 +288,7 @@ def _progress_image_fn(method: Method, config, workdir: str, mesh, writer):
 
 def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: bool = False) -> dict[str, Any]:
     """Trains (resuming from `<workdir>/checkpoints` when present, see check_resume), then evaluates."""
-    check_config(config)
+    check_config(config, method)
     mesh = parallel.make_mesh()
     per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     stages = method.stages(config)
@@ -344,7 +359,7 @@ def restore_for_inference(method: Method, config, workdir: str, mesh) -> tuple[S
 
 
 def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
-    check_config(config)
+    check_config(config, method)
     mesh = parallel.make_mesh()
     with jax.set_mesh(mesh):
         state, step = restore_for_inference(method, config, workdir, mesh)
@@ -357,7 +372,7 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
 
 
 def predict(method: Method, config, workdir: str, input_dir: str) -> str:
-    check_config(config)
+    check_config(config, method)
     mesh = parallel.make_mesh()
     with jax.set_mesh(mesh):
         state, _ = restore_for_inference(method, config, workdir, mesh)

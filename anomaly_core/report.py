@@ -7,6 +7,7 @@ metrics.json that exists belongs to a completed set of outputs.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -72,8 +73,22 @@ def to_json(metrics: Mapping[str, Any]) -> str:
     return json.dumps(_json_safe(metrics, ""), indent=2, allow_nan=False) + "\n"
 
 
-def _safe_name(text: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "none"
+NAME_LIMIT = 80  # characters of an output name taken from an input name
+
+
+def _safe_name(text: Any, limit: int = NAME_LIMIT) -> str:
+    """A file-name part from any text: [A-Za-z0-9._-] only, at most `limit` characters (a
+    longer one is cut and ends with 8 hex digits of its SHA-1, so distinct long names stay
+    distinct and every output name stays far below the 255 bytes a file system allows)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "none"
+    if len(safe) <= limit:
+        return safe
+    return f"{safe[:limit - 9]}-{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
+
+
+def output_stem(index: int, path: str) -> str:
+    """'<index>_<bounded, safe stem of path>': the name part of per-image outputs."""
+    return f"{int(index):05d}_{_safe_name(os.path.splitext(os.path.basename(os.fspath(path)))[0])}"
 
 
 def select_panels(records: Sequence[Record], max_panels: int) -> list[int]:

@@ -316,6 +316,10 @@ METHOD = program.Method(
     recorded_settings=lambda config: {f"config.model.{k}": v for k, v in config.model.items() if k != "dtype"},
     # Checkpoints written before the settings were recorded all used torch's spectral norm.
     unrecorded_settings={"config.model.spectral_norm": "torch"},
+    required_settings=("config.model.z_dim", "config.model.width", "config.model.spectral_norm",
+                       "config.train.n_critic", "config.train.generator_steps", "config.train.encoder_steps",
+                       "config.train.kappa", "config.eval.kappa", "config.eval.image_score"),
+    example_config="configs/quickstart.py",
 )
 
 

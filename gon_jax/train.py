@@ -117,6 +117,9 @@ METHOD = program.Method(
     score=score_fn,
     validation=validation_fn,
     best_metric="val_score",
+    required_settings=("config.model.kind", "config.train.steps", "config.train.latent_scaling",
+                       "config.eval.scoring", "config.eval.bn_statistics"),
+    example_config="configs/gon_quickstart.py",
 )
 
 

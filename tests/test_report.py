@@ -191,3 +191,14 @@ def test_image_grid_layout_and_value_ranges():
     np.testing.assert_array_equal(grid, same)
     with pytest.raises(ValueError, match="image_grid"):
         visualise.image_grid(np.zeros((4, 4, 3)), (0.0, 1.0))
+
+
+def test_output_names_from_input_names_are_bounded_and_distinct():
+    from anomaly_core.report import NAME_LIMIT, _safe_name, output_stem
+
+    long_a, long_b = "a" * 240 + "1.png", "a" * 240 + "2.png"
+    stem_a, stem_b = output_stem(3, f"/data/{long_a}"), output_stem(3, f"/data/{long_b}")
+    assert stem_a != stem_b and len(stem_a) == len(stem_b) == 6 + NAME_LIMIT
+    assert stem_a == output_stem(3, f"/data/{long_a}")  # deterministic
+    assert output_stem(12, "/x/scratch 01.png") == "00012_scratch-01"
+    assert _safe_name("crack/../../etc") == "crack-..-..-etc" and "/" not in _safe_name("a/b")
