@@ -204,9 +204,10 @@ def export(config: Any, network: str, out: str, pth: str, *, force: bool = False
 
     if os.path.exists(pth) and not force:
         raise FileExistsError(f"--pth={pth} already exists; choose another file or pass --force")
-    saved = restore_variables(out)  # as saved: its spectral-norm state says which mode it has
-    config = with_spectral_norm(config, spectral_norm_of(saved))
-    variables = restore_variables(out, abstract_variables(config, network))
+    # Read as saved (its spectral-norm state says which mode it has); the PyTorch mirror built
+    # from the config checks every key and shape when the state_dict is made.
+    variables = restore_variables(out)
+    config = with_spectral_norm(config, spectral_norm_of(variables))
     return _write_torch(config, network, variables, pth, torch_format)
 
 
