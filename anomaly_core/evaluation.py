@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -23,6 +24,8 @@ from anomaly_core import metrics as metrics_lib
 from anomaly_core import baseline, parallel, report, visualise
 
 log = logging.getLogger(__name__)
+
+PREDICT_LOG_EVERY = 256  # images between predict's progress lines
 
 ScoreFn = Callable[[Mapping[str, jax.Array]], Mapping[str, jax.Array]]
 
@@ -182,14 +185,24 @@ def evaluate(
 
 
 def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> str:
-    """Scores every image in `input_dir`; writes heatmaps and `predictions.csv`.
+    """Scores every image in `input_dir`; writes `<workdir>/predict/`: predictions.csv and
+    heatmaps (`config.eval.predict_heatmaps`: -1 every image, N the first N, 0 none).
 
-    The image threshold comes from `<workdir>/metrics.json` (fitted on validation data at
-    evaluation time); without it, scores are written with no predicted label.
+    The outputs are written into a fresh folder that replaces `predict/` only once complete,
+    so the folder always holds one prediction run (an interrupted one leaves the previous).
+    A progress line is logged every `PREDICT_LOG_EVERY` images. The image threshold comes
+    from `<workdir>/metrics.json` (fitted on validation data at evaluation time); without
+    it, scores are written with no predicted label.
     """
+    heatmaps = config.eval.get("predict_heatmaps", -1)
+    if isinstance(heatmaps, bool) or not isinstance(heatmaps, int) or heatmaps < -1:
+        raise ValueError(f"config.eval.predict_heatmaps={heatmaps!r}: -1 (every image), 0 (none) or a count N")
     folder = data_lib.load_image_folder(input_dir, config.data)
-    outdir = os.path.join(workdir, "predict")
-    os.makedirs(outdir, exist_ok=True)
+    final = os.path.join(workdir, "predict")
+    outdir = f"{final}.partial-{os.getpid()}"
+    if jax.process_index() == 0:
+        shutil.rmtree(outdir, ignore_errors=True)
+        os.makedirs(outdir)
     threshold = pixel_threshold = None
     metrics_path = os.path.join(workdir, "metrics.json")
     if os.path.exists(metrics_path):
@@ -214,12 +227,14 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
             stem = report.output_stem(int(i), path)
             pred = "" if threshold is None else int(s > threshold)
             rows.append((path, float(s), pred))
-            if jax.process_index() == 0:
+            if jax.process_index() == 0 and (heatmaps < 0 or len(rows) <= heatmaps):
                 visualise.save_png(
                     os.path.join(outdir, f"{stem}_heatmap.png"),
                     visualise.panel(im, rc, m, None, threshold=pixel_threshold, value_range=(lo, hi),
                                     title=f"score {s:.4g}"),
                 )
+        if len(rows) // PREDICT_LOG_EVERY > (len(rows) - len(idx)) // PREDICT_LOG_EVERY:
+            log.info("predict: %d of %d images scored", len(rows), len(folder.paths))
     if jax.process_index() == 0:
         csv_path = os.path.join(outdir, "predictions.csv")
         tmp = csv_path + ".tmp"
@@ -229,5 +244,11 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
             for path, s, pred in rows:
                 w.writerow([path, f"{s:.8g}", pred, "" if threshold is None else f"{threshold:.8g}"])
         os.replace(tmp, csv_path)
-    log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), outdir)
-    return outdir
+        # Swap the complete folder in; the previous run's folder is removed only after.
+        old = f"{final}.old-{os.getpid()}"
+        if os.path.exists(final):
+            os.rename(final, old)
+        os.rename(outdir, final)
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)
+    return final

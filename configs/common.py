@@ -19,6 +19,7 @@ def eval_config(**overrides) -> ml_collections.ConfigDict:
         threshold_rule="auto",  # EVALUATION.md: F1-optimal on val if it has anomalies, else mean + 2 std
         aupro_fpr_limit=0.3,
         baseline=True,  # also score the test split with |x - mean training image| (no learning)
+        predict_heatmaps=-1,  # --mode=predict: heatmap PNGs for every image (-1) or the first N (0: none)
     ))
     cfg.update(overrides)
     return cfg

@@ -126,6 +126,13 @@ def test_eval_and_predict_modes_through_launch(straight_run, demo_root, tmp_path
     assert len(rows) == 2 and all(r["predicted_label"] in ("0", "1") for r in rows)
     heatmaps = [f for f in os.listdir(os.path.join(workdir, "predict")) if f.endswith("_heatmap.png")]
     assert len(heatmaps) == 2 and all(len(f) < 120 for f in heatmaps), heatmaps
+    # Again with one heatmap: the folder is replaced whole, so no heatmap of the first run stays.
+    pr = subprocess.run(base + ["--mode=predict", f"--input={images}", "--config.eval.predict_heatmaps=1"], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=900)
+    assert pr.returncode == 0, pr.stderr[-3000:]
+    assert len(list(csv.DictReader(open(os.path.join(workdir, "predict", "predictions.csv"))))) == 2
+    assert len([f for f in os.listdir(os.path.join(workdir, "predict")) if f.endswith("_heatmap.png")]) == 1
+    assert sorted(f for f in os.listdir(workdir) if f.startswith("predict")) == ["predict"]
 
 
 def test_missing_mvtec_root_is_a_clear_error(tmp_path):
