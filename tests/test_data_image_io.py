@@ -109,3 +109,45 @@ def test_rewritten_file_is_checked_again(tmp_path):
     os.utime(path, ns=(1, 1))
     with pytest.raises(image_io.ImageReadError, match="empty"):
         image_io.check_image(path)
+
+
+def _png_with_corrupt_stream(path: str) -> str:
+    """A PNG whose IDAT bytes are garbled but whose chunk CRCs are recomputed, so every chunk
+    checks out and only decoding the compressed stream finds the damage."""
+    import struct
+    import zlib
+
+    write_image(path, np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    data = bytearray(open(path, "rb").read())
+    pos = 8
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            body = pos + 8
+            data[body + 10:body + 40] = bytes(range(30))  # inside the deflate stream
+            crc = zlib.crc32(bytes(data[pos + 4:body + length])) & 0xFFFFFFFF
+            data[body + length:body + length + 4] = struct.pack(">I", crc)
+        pos += 12 + length
+    open(path, "wb").write(bytes(data))
+    return path
+
+
+def test_png_with_valid_checksums_but_corrupt_data_is_caught_at_check_time(tmp_path):
+    path = _png_with_corrupt_stream(str(tmp_path / "stream.png"))
+    with pytest.raises(image_io.ImageReadError, match="corrupt or truncated") as e:
+        image_io.check_image(path)
+    assert path in str(e.value)
+
+
+@pytest.mark.parametrize("values,reason", [
+    (np.array([[0.5, np.nan], [0.1, 0.2]], np.float32), r"1 pixel value\(s\) are NaN or inf"),
+    (np.array([[0.5, np.inf], [-np.inf, 0.2]], np.float32), r"2 pixel value\(s\) are NaN or inf"),
+    (np.array([[0.0, 255.0], [12.0, 3.0]], np.float32), r"float pixel values span \[0, 255\]; float images must"),
+])
+def test_float_images_must_be_finite_and_in_unit_range(tmp_path, values, reason):
+    path = str(tmp_path / "f.tif")
+    Image.fromarray(values, mode="F").save(path)
+    for fn in (image_io.check_image, image_io.decode_image):
+        with pytest.raises(image_io.ImageReadError, match=reason) as e:
+            fn(path)
+        assert path in str(e.value)

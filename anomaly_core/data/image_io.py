@@ -30,10 +30,11 @@ IMAGE_EXTENSIONS = (
     ".gif",
 )
 
-# Formats whose `verify()` checks the compressed data (PNG: every chunk CRC).
-# Other formats are fully decoded once at listing time instead, because their
-# `verify()` does not notice a truncated file.
+# Formats whose `verify()` checks what a decode does not (PNG: every chunk CRC).
 _VERIFIED_FORMATS = ("PNG",)
+# Float images ('F' mode, e.g. 32-bit TIFF) must hold values in [0, 1] (a float image in
+# 0..255 would otherwise be clipped to white); this much rounding above 1 is tolerated.
+_FLOAT_TOLERANCE = 1e-6
 
 
 class ImageReadError(DataError):
@@ -107,24 +108,41 @@ def _open(path: str, max_pixels: int) -> Image.Image:
 @functools.lru_cache(maxsize=65536)
 def _check_cached(path: str, size: int, mtime_ns: int, max_pixels: int) -> tuple[int, int]:
     del size, mtime_ns  # cache key only: a rewritten file is checked again
-    im = _open(path, max_pixels)
     try:
-        with im:
+        with _open(path, max_pixels) as im:
             if im.format in _VERIFIED_FORMATS:
                 im.verify()
-            else:
-                im.load()
+        # And a full decode (verify() leaves its image unusable, so from a fresh open):
+        # verify() passes a PNG whose chunk CRCs are right but whose compressed data stream
+        # is corrupt, and decoding alone ignores wrong CRCs.
+        with _open(path, max_pixels) as im:
+            im.load()
+            _check_float_values(path, im)
             return im.size
+    except ImageReadError:
+        raise
     except Exception as e:  # pylint: disable=broad-except
         raise ImageReadError(path, f"corrupt or truncated ({e})") from e
 
 
-def check_image(path: str, max_pixels: int = 50_000_000) -> tuple[int, int]:
-    """Checks a file without decoding PNG pixel data; returns (width, height).
+def _check_float_values(path: str, im: Image.Image) -> None:
+    """Float images: every value finite and in [0, 1], else ImageReadError naming the rule."""
+    if im.mode != "F":
+        return
+    a = np.asarray(im, np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ImageReadError(path, f"{int(np.size(a) - np.isfinite(a).sum())} pixel value(s) are NaN or inf")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -_FLOAT_TOLERANCE or hi > 1.0 + _FLOAT_TOLERANCE:
+        raise ImageReadError(path, f"float pixel values span [{lo:.4g}, {hi:.4g}]; float images must hold "
+                                   "values in [0, 1] (save 8- or 16-bit integers, or scale to [0, 1])")
 
-    PNG: header, size limit and every chunk CRC; other formats are decoded once.
-    Raises ImageReadError for empty, unidentifiable, truncated, corrupt or oversized
-    files.
+
+def check_image(path: str, max_pixels: int = 50_000_000) -> tuple[int, int]:
+    """Checks a file by decoding it once (cached per path, size and mtime); returns (width, height).
+
+    Raises ImageReadError for empty, unidentifiable, truncated, corrupt or oversized files,
+    and for float images with NaN/inf values or values outside [0, 1].
     """
     try:
         st = os.stat(path)
@@ -167,7 +185,10 @@ def decode_image(path: str, max_pixels: int = 50_000_000) -> np.ndarray:
     try:
         with im:
             im.load()
+            _check_float_values(path, im)
             return _pil_to_float(im)
+    except ImageReadError:
+        raise
     except Exception as e:  # pylint: disable=broad-except
         raise ImageReadError(path, f"corrupt or truncated ({e})") from e
 
