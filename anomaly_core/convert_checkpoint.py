@@ -46,9 +46,6 @@ from anomaly_core.checkpointing import CheckpointError
 NETWORKS = ("generator", "discriminator", "encoder", "all", "gon")
 FUNETGAN_NETWORKS = ("generator", "discriminator", "encoder")
 TORCH_FORMATS = {"original": "biggan", "torch": "torch"}  # --torch_format -> spectral-norm mode
-# Settings without weights in which the original f-UNetGAN's networks compute, per network.
-ORIGINAL_MODEL = {"generator": {"generator_output": "relu_tanh"},
-                  "discriminator": {"d_norm": "instance", "d_global_pool": "sum"}}
 
 
 def _define_flags() -> dict[str, Any]:
@@ -161,7 +158,10 @@ def _import_variables(config: Any, network: str, pth: str, pth_key: str | None) 
         print(f"note: {pth} holds {FORMATS[found]}: using config.model.spectral_norm={found!r}", file=sys.stderr)
         config = with_spectral_norm(config, found)
     if config.get("method") == "funetgan" and found == "biggan":
-        differ = {k: (config.model[k], v) for k, v in ORIGINAL_MODEL.get(network, {}).items() if config.model[k] != v}
+        from funetgan_jax.build import ORIGINAL_COMPUTE
+
+        differ = {k: (config.model[k], v) for k, v in ORIGINAL_COMPUTE.get(network, {}).items()
+                  if config.model[k] != v}
         if differ:
             print(f"note: {pth} has the original f-UNetGAN's format; the original's {network} computes with "
                   + ", ".join(f"config.model.{k}={v!r}" for k, (_, v) in differ.items())
@@ -222,19 +222,8 @@ def _restore_run(config: Any, workdir: str, step: int | None) -> tuple[int, dict
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"--workdir={workdir} has no checkpoints folder: not a launch.py run (or not trained)")
     method = program.method_module(config).METHOD
-    # keep: large, so that opening the run's manager can never mark any of its checkpoints for removal.
-    ckpt = program.Checkpointer(workdir, keep=1_000_000, async_save=False)
-    try:
-        if step is not None and step not in ckpt.all_steps():
-            raise FileNotFoundError(f"--step={step}: {workdir} has checkpoints {ckpt.all_steps()}")
-        mesh = parallel.make_mesh()
-        restored = ckpt.restore(program.abstract_state(method, config, mesh), step=step,
-                                check_meta=program.meta_checker(method, config))
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f"--workdir={workdir} holds no checkpoint")
-    return restored[0], restored[1]
+    state, restored_step = program.restore_for_inference(method, config, workdir, parallel.make_mesh(), step=step)
+    return restored_step, state
 
 
 def export_run(config: Any, network: str, workdir: str, pths: list[str], *, step: int | None = None,
@@ -274,21 +263,20 @@ def import_run(config: Any, pths: list[str], workdir: str, *, pth_key: str | Non
                          "(e.g. --reverse --torch_format) first")
     config = with_spectral_norm(config, modes.pop())
     method = program.method_module(config).METHOD
-    state = jax.device_get(jax.jit(lambda key: method.init_state(config, key))(program.init_key(config.seed)))
+    mesh = parallel.make_mesh()
+    state = dict(program._init(method, config, mesh))  # optimiser states (and the rest) fresh
     slots = _funetgan_slots(state)
     for name, variables in imported.items():
         state[slots[name]] = variables
     if "g_ema" in state:
         state["g"] = imported["generator"]
     total = sum(s.num_steps for s in method.stages(config))
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    program.write_config(workdir, config)
     ckpt = program.Checkpointer(workdir, keep=1, async_save=False)
     try:
         meta = {**program.checkpoint_meta(method, config), "stage": "imported", "step": total,
                 "total_steps": total, "imported_from": [os.path.abspath(p) for p in pths]}
-        ckpt.save(total, jax.device_put(state, parallel.replicated(parallel.make_mesh())), meta=meta, force=True)
+        ckpt.save(total, jax.device_put(state, parallel.replicated(mesh)), meta=meta, force=True)
         ckpt.wait()
     finally:
         ckpt.close()
@@ -297,10 +285,7 @@ def import_run(config: Any, pths: list[str], workdir: str, *, pth_key: str | Non
 
 def _network_names(config: Any, network: str, pths: list[str]) -> list[str]:
     names = list(FUNETGAN_NETWORKS) if network == "all" else [network]
-    if network == "all":
-        _method(config, "generator")
-    else:
-        _method(config, network)
+    _method(config, names[0])
     if len(pths) != len(names):
         raise ValueError(f"--network={network} needs {len(names)} --pth file(s) ({', '.join(names)}), "
                          f"got {len(pths)}: {pths}")

@@ -306,10 +306,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
         ckpt.close()
         raise
     writer = make_writer(workdir)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    write_config(workdir, config)
     try:
         with jax.set_mesh(mesh):
             state = _init(method, config, mesh)
@@ -340,10 +337,22 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
     return results
 
 
-def restore_for_inference(method: Method, config, workdir: str, mesh) -> tuple[State, int]:
+def write_config(workdir: str, config) -> None:
+    """`<workdir>/config.json`: the settings the run was made with (process 0 writes it)."""
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+
+def restore_for_inference(method: Method, config, workdir: str, mesh, step: int | None = None) -> tuple[State, int]:
+    """(state, step) of the run in `workdir`: its newest readable checkpoint, or `step`."""
     ckpt = _checkpointer(config, workdir, None)
     try:
-        restored = ckpt.restore(abstract_state(method, config, mesh), check_meta=meta_checker(method, config))
+        if step is not None and step not in ckpt.all_steps():
+            raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory} (steps: {ckpt.all_steps()})")
+        restored = ckpt.restore(abstract_state(method, config, mesh), step=step,
+                                check_meta=meta_checker(method, config))
     finally:
         ckpt.close()
     if restored is None:

@@ -21,7 +21,7 @@ import ml_collections
 
 from anomaly_core.data.config import default_data_config
 from configs import common
-from funetgan_jax.build import default_model_config
+from funetgan_jax.build import ORIGINAL_COMPUTE, default_model_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -88,9 +88,9 @@ def reference_dynamics(config: ml_collections.ConfigDict) -> ml_collections.Conf
     """The original's own choices: instance norm in the critic, pixel sums in the pixel head's
     losses, relu(tanh) generator output with data in [0, 1], and its encoder stage (D's logits
     compared, on a detached reconstruction, so only the image term trains E)."""
-    config.model.d_norm = "instance"
+    for settings in ORIGINAL_COMPUTE.values():
+        config.model.update(settings)
     config.train.pixel_reduction = "sum"
-    config.model.generator_output = "relu_tanh"
     config.data.value_range = (0.0, 1.0)
     config.train.encoder_target = "logits"
     config.train.detach_critic = True

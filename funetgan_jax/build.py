@@ -27,6 +27,12 @@ _CHOICES = {
     "d_norm": D_NORMS,
     "spectral_norm": SPECTRAL_NORMS,
 }
+# Settings without weights that the original f-UNetGAN's networks compute with, per network
+# (its files load under any value of them; its outputs need these).
+ORIGINAL_COMPUTE = {"generator": {"generator_output": "relu_tanh"},
+                    "discriminator": {"d_norm": "instance", "d_global_pool": "sum"}}
+
+
 def default_model_config() -> ml_collections.ConfigDict:
     """Full-size f-UNetGAN model settings (REFERENCE.md 1): 128x128x3, z 100, width 64."""
     return ml_collections.ConfigDict(dict(
