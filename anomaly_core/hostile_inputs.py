@@ -194,6 +194,8 @@ def _mask_datasets(root: str) -> list[HostileCase]:
          "a 16-bit mask", dict(colour=(0.5,))),
         ("mask_truncated", full[: len(full) // 2], REJECTED, "a truncated mask", dict(reason="unusable")),
         ("mask_missing", None, REJECTED, "no mask for an anomalous image", dict(reason="no ground-truth mask")),
+        ("mask_symlink_outside", "symlink", REJECTED, "a mask that is a symlink to a file outside the dataset",
+         dict(reason="outside the dataset folder")),
     ]
     cases = []
     for name, mask, expect, description, kw in variants:
@@ -204,7 +206,11 @@ def _mask_datasets(root: str) -> list[HostileCase]:
             _write(os.path.join(ds, "train", "good", f"{i:03d}.png"), image)
         _write(os.path.join(ds, "test", "good", "000.png"), image)
         _write(os.path.join(ds, "test", "crack", "000.png"), image)
-        if mask is not None:
+        if mask == "symlink":  # a good mask, but outside the dataset folder
+            _write(os.path.join(root, f"{name}_target.png"), full)
+            os.symlink(os.path.join(root, f"{name}_target.png"),
+                       os.path.join(ds, "ground_truth", "crack", "000_mask.png"))
+        elif mask is not None:
             _write(os.path.join(ds, "ground_truth", "crack", "000_mask.png"), mask)
         cases.append(HostileCase(name, ds, "mask", expect, description, **kw))
     return cases

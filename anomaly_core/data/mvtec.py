@@ -154,13 +154,21 @@ def find_mask(gt_folder: str, stem: str) -> str | None:
     return None
 
 
-def _checked_mask(image_path: str, gt_folder: str, max_pixels: int) -> str:
+def _checked_mask(image_path: str, gt_folder: str, max_pixels: int, real_root: str) -> str:
+    """The mask file of an anomalous image, decoded once to check it: it exists, resolves
+    inside the dataset folder `real_root` (the symlink rule of images), decodes, and has
+    its image's size. DataError naming the file otherwise."""
     stem = os.path.splitext(os.path.basename(image_path))[0]
     mask_path = find_mask(gt_folder, stem)
     if mask_path is None:
         raise DataError(
             f"Anomalous image {image_path} has no ground-truth mask: expected "
             f"{os.path.join(gt_folder, stem + MASK_SUFFIX + '.png')}."
+        )
+    if not image_io.resolves_inside(mask_path, real_root):
+        raise DataError(
+            f"Mask of {image_path} is unusable: {mask_path} is a symlink that resolves to "
+            f"{os.path.realpath(mask_path)}, outside the dataset folder {real_root}."
         )
     try:
         mask_size = image_io.check_image(mask_path, max_pixels)
@@ -254,7 +262,7 @@ def scan_labelled(
         for p in files:
             mask = None
             if label == ANOMALOUS and has_gt:
-                mask = _checked_mask(p, os.path.join(gt_root, defect), max_pixels)
+                mask = _checked_mask(p, os.path.join(gt_root, defect), max_pixels, real_root)
             records.append(Record(p, label, defect, mask, category))
     if has_anomalies and not has_gt:
         log.warning("No %s: pixel metrics are unavailable for %s.", gt_root, folder)
