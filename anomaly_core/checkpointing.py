@@ -1,13 +1,21 @@
 """Orbax checkpoints: train state and data-iterator state saved together, atomically.
 
 Layout: `<workdir>/checkpoints/<step>/{state,data,meta}`. The latest `keep` checkpoints are
-preserved, plus the best one by a validation metric when checkpoints carry one. A
-checkpoint that cannot be read (partially written, corrupted) is skipped on restore with a
-warning, falling back to the previous good one; the skipped ones are renamed
-`<step>.unreadable-<time>` so the resumed run can save those steps again.
+preserved, plus the best one by a validation metric when checkpoints carry one.
+
+Every checkpoint is verified when restored: its metadata holds a SHA-256 digest of every
+array of the state and of the data-iterator state (`digests`), taken from the values being
+saved; the restored values must hash to the same digests. A checkpoint that cannot be read
+(partially written, corrupted structure) or does not verify (corrupted array data, a changed
+data position) is skipped on restore with a warning naming the step and the leaf, falling
+back to the previous good one; the skipped ones are renamed `<step>.unreadable-<time>` (kept
+for inspection) so the resumed run can save those steps again.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
+import json
 import logging
 import os
 import time
@@ -15,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
@@ -40,6 +49,63 @@ def check_workdir_writable(workdir: str) -> None:
             f"--workdir={workdir!r} is not writable ({e.strerror or e}); checkpoints, metrics "
             "and images go there. Choose a writable folder with free space."
         ) from e
+
+
+DIGEST_ALGORITHM = "sha256"
+
+
+def _host_array(leaf: Any) -> np.ndarray:
+    """A leaf's values on this host (the local copy of a replicated array; key data for PRNG keys)."""
+    if isinstance(leaf, jax.Array):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        if not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)
+    return np.ascontiguousarray(np.asarray(leaf))
+
+
+def _leaf_digest(leaf: Any) -> str:
+    a = _host_array(leaf)
+    h = hashlib.sha256(f"{a.dtype.name}{a.shape}".encode())
+    h.update(memoryview(a).cast("B") if a.size else b"")
+    return h.hexdigest()
+
+
+def state_digests(state: Any) -> dict[str, str]:
+    """{leaf path (jax.tree_util.keystr): SHA-256 of its dtype, shape and bytes} of a pytree.
+
+    Replicated arrays are hashed from this host's copy. Leaves are hashed in parallel threads
+    (hashlib releases the GIL on large buffers)."""
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        hexes = list(pool.map(_leaf_digest, [leaf for _, leaf in flat]))
+    return {jax.tree_util.keystr(path): h for (path, _), h in zip(flat, hexes)}
+
+
+def data_digest(data_state: dict) -> str:
+    """SHA-256 of the data-iterator state's canonical JSON."""
+    return hashlib.sha256(json.dumps(data_state, sort_keys=True).encode()).hexdigest()
+
+
+def verify_digests(state: Any, data_state: dict, meta: dict) -> str | None:
+    """None when `state` and `data_state` hash to the digests recorded in `meta`; otherwise
+    what differs (leaf names, at most 5). Checkpoints written before digests were recorded
+    have none and pass (with a warning by the caller)."""
+    recorded = meta.get("digests")
+    if not isinstance(recorded, dict):
+        return None
+    expected = recorded.get("state") or {}
+    actual = state_digests(state)
+    problems = [f"{name} (digest differs)" for name in sorted(expected) if name in actual
+                and actual[name] != expected[name]]
+    problems += [f"{name} (missing)" for name in sorted(set(expected) - set(actual))]
+    problems += [f"{name} (not recorded)" for name in sorted(set(actual) - set(expected))]
+    if recorded.get("data") is not None and data_digest(data_state) != recorded["data"]:
+        problems.insert(0, "data-iterator state (digest differs)")
+    if not problems:
+        return None
+    more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+    return f"{len(problems)} item(s) fail verification: " + ", ".join(problems[:5]) + more
 
 
 class Checkpointer:
@@ -99,10 +165,14 @@ class Checkpointer:
         metrics: dict | None = None,
         force: bool = False,
     ) -> bool:
+        data_state = dict(data_state or {})
+        keys = {"state_keys": sorted(state)} if isinstance(state, dict) else {}
+        meta = {**(meta or {}), **keys, "digests": {"algorithm": DIGEST_ALGORITHM, "state": state_digests(state),
+                                            "data": data_digest(data_state)}}
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state or {}),
-            meta=ocp.args.JsonSave(meta or {}),
+            data=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave(meta),
         )
         return self.manager.save(step, args=args, metrics=metrics, force=force)
 
@@ -115,26 +185,30 @@ class Checkpointer:
         return dict(restored["meta"] or {})
 
     def restore(self, abstract_state: Any, step: int | None = None,
-                check_meta: Callable[[str, dict], None] | None = None) -> tuple[int, Any, dict, dict] | None:
+                check_meta: Callable[[str, dict], None] | None = None,
+                target: Callable[[Any, dict], Any] | None = None) -> tuple[int, Any, dict, dict] | None:
         """Restores the newest readable checkpoint (or `step`): (step, state, data, meta).
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct` carrying shardings (from
         `jax.eval_shape`), so arrays come back placed. Returns None when there is none.
         `check_meta(path, meta)` runs on a checkpoint's metadata before its state is read and
         raises (CheckpointError) when the checkpoint was written for another configuration;
-        that error stops the restore and nothing is moved or changed.
+        that error stops the restore and nothing is moved or changed. `target(abstract_state,
+        meta)` gives the part of the abstract state a checkpoint holds (older checkpoints may
+        lack entries added since; the caller fills them).
         """
         steps = [step] if step is not None else list(reversed(self.all_steps()))
         failures = []
         for s in steps:
-            meta = self.read_meta(s) if check_meta is not None else None
-            if meta is not None:
+            meta = self.read_meta(s) if (check_meta or target) is not None else None
+            if meta is not None and check_meta is not None:
                 check_meta(os.path.join(self.directory, str(s)), meta)
+            wanted = target(abstract_state, meta) if (target is not None and meta is not None) else abstract_state
             try:
                 restored = self.manager.restore(
                     s,
                     args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
+                        state=ocp.args.StandardRestore(wanted),
                         data=ocp.args.JsonRestore(),
                         meta=ocp.args.JsonRestore(),
                     ),
@@ -142,12 +216,24 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
                 msg = f"checkpoint step {s} in {self.directory} is unreadable ({type(e).__name__}: {e})"
                 failures.append(msg)
-                log.warning("%s; falling back to an earlier checkpoint", msg)
+                log.warning("%s%s", msg, "; falling back to an earlier checkpoint" if step is None else "")
                 continue
+            data_state, meta = dict(restored["data"] or {}), dict(restored["meta"] or {})
+            problem = verify_digests(restored["state"], data_state, meta)
+            if problem is not None:
+                msg = f"checkpoint step {s} in {self.directory} is corrupted: {problem}"
+                failures.append(msg)
+                log.warning("%s%s", msg, "; falling back to an earlier checkpoint" if step is None else "")
+                continue
+            if "digests" not in meta:
+                log.warning("checkpoint step %d in %s has no digests (written by an older version): restored "
+                            "without verification", s, self.directory)
             if failures:
-                log.warning("restored checkpoint step %d after skipping %d unreadable one(s)", s, len(failures))
+                log.warning("restored checkpoint step %d after skipping %d unusable one(s)", s, len(failures))
                 self._set_aside(steps[: steps.index(s)])
-            return s, restored["state"], dict(restored["data"] or {}), dict(restored["meta"] or {})
+            return s, restored["state"], data_state, meta
+        if failures and step is not None:
+            raise CheckpointError(failures[0] + "; nothing was changed in it (choose another step)")
         if failures:
             raise CheckpointError(
                 "no checkpoint could be restored:\n  " + "\n  ".join(failures)

@@ -3,7 +3,9 @@
 A method supplies `score_fn(batch) -> {'image_score' (B,), 'anomaly_map' (B,H,W),
 'reconstruction' (B,H,W,C)}` (jitted, batch sharded over the mesh). This module runs it
 over padded evaluation batches so every example is scored exactly once, fits thresholds on
-the validation split only (EVALUATION.md), computes the metrics and writes the outputs.
+the validation split only, computes the metrics and writes the outputs: an evaluation into
+`<workdir>/eval/`, a prediction into `<workdir>/predict/`, each staged and swapped in whole
+(`output_folder`), so either folder always holds the files of one complete run.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -21,11 +22,96 @@ from jax.experimental import multihost_utils
 
 from anomaly_core import data as data_lib
 from anomaly_core import metrics as metrics_lib
-from anomaly_core import baseline, parallel, report, visualise
+from anomaly_core import baseline, output_folder, parallel, report, visualise
 
 log = logging.getLogger(__name__)
 
 PREDICT_LOG_EVERY = 256  # images between predict's progress lines
+EVAL_FOLDER = "eval"  # <workdir>/eval/: metrics.json, scores.csv, panels/, curves
+
+
+def _setting_error(name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"config.eval.{name}={value!r}: {allowed}")
+
+
+def check_eval_settings(config) -> None:
+    """The shared config.eval settings, checked before anything runs (one message per setting:
+    dotted name, value, what is allowed). A method's own (e.g. image_score) are checked by
+    tracing its score function (`program.preflight`)."""
+    from anomaly_core.thresholds import RULES
+
+    ev = config.eval
+
+    def integer(name: str, low: int, allowed: str) -> None:
+        v = ev.get(name, low)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise _setting_error(name, v, allowed)
+
+    integer("batch_size", 1, "an integer >= 1")
+    integer("max_panels", 0, "an integer >= 0 (0: no panels)")
+    integer("predict_heatmaps", -1, "-1 (every image), 0 (none) or a count N")
+    if ev.get("threshold_rule", "auto") not in RULES:
+        raise _setting_error("threshold_rule", ev.threshold_rule, f"one of {RULES}")
+    limit = ev.get("aupro_fpr_limit", 0.3)
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0.0 < limit <= 1.0:
+        raise _setting_error("aupro_fpr_limit", limit, "a number in (0, 1]")
+    if not isinstance(ev.get("baseline", True), bool):
+        raise _setting_error("baseline", ev.baseline, "True or False")
+    sigma = ev.get("smoothing_sigma", 0.0)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+        raise _setting_error("smoothing_sigma", sigma, "a number >= 0 (0: no smoothing)")
+
+
+def check_splits(config) -> None:
+    """Before training: the evaluation can run on the configured data. The test split must
+    exist and hold normal and anomalous images (image AUROC needs both); with masks, the
+    anomalous images' masks must not all be empty at the model resolution (pixel metrics
+    need defect pixels); the threshold rule must fit the validation split. Listing decodes
+    every test image and mask once (bad files are skipped or, with config.data.strict,
+    refused now rather than after training). ValueError naming the split and the setting."""
+    test = data_lib.load_split(config.data, "test")
+    where = f"the test split of config.data (source {config.data.source!r})"
+    n_anomalous = sum(int(r.label) == 1 for r in test.records)
+    if len(test) == 0:
+        raise ValueError(f"{where} is empty: evaluation needs normal and anomalous test images")
+    if n_anomalous in (0, len(test)):
+        kind = "anomalous" if n_anomalous else "normal"
+        raise ValueError(f"{where} holds {len(test)} image(s), all {kind}: image AUROC needs normal and "
+                         "anomalous test images (check config.data.root and the test folder's class folders)")
+    if test.has_masks:
+        defect_pixels = 0
+        for batch in data_lib.eval_batches(config.data, test, batch_size=int(config.eval.batch_size)):
+            defect_pixels += int(np.asarray(batch["mask"])[np.asarray(batch["valid"], bool)].sum())
+        if defect_pixels == 0:
+            raise ValueError(f"{where}: every ground-truth mask is empty at config.data.image_size="
+                             f"{config.data.image_size} (defects thinner than a pixel vanish when resized); "
+                             "pixel metrics need defect pixels: raise the image size")
+    rule = config.eval.get("threshold_rule", "auto")
+    if rule in ("f1", "mean_std"):
+        val = data_lib.load_split(config.data, "val")
+        labels = [int(r.label) for r in val.records]
+        if len(val) and rule == "f1" and 1 not in labels:
+            raise ValueError("config.eval.threshold_rule='f1' needs anomalous validation images; the validation "
+                             "split has none (use 'auto' or 'mean_std', or give config.data.val_dir class folders)")
+        if len(val) and rule == "mean_std" and 0 not in labels:
+            raise ValueError("config.eval.threshold_rule='mean_std' needs normal validation images; the "
+                             "validation split has none")
+
+
+def evaluation_dir(workdir: str) -> str:
+    """`<workdir>/eval`: the outputs of the newest complete evaluation."""
+    return os.path.join(workdir, EVAL_FOLDER)
+
+
+def saved_metrics(workdir: str) -> dict[str, Any] | None:
+    """The metrics.json of the workdir's newest complete evaluation, or None when there is none.
+
+    Workdirs evaluated by versions before `<workdir>/eval/` have it at the top level."""
+    for path in (os.path.join(evaluation_dir(workdir), "metrics.json"), os.path.join(workdir, "metrics.json")):
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+    return None
 
 ScoreFn = Callable[[Mapping[str, jax.Array]], Mapping[str, jax.Array]]
 
@@ -127,7 +213,8 @@ def evaluate(
     writer=None,
     step: int = 0,
 ) -> dict[str, Any]:
-    """Scores val and test, fits thresholds on val, writes metrics.json, scores.csv, images."""
+    """Scores val and test, fits thresholds on val; writes `<workdir>/eval/` (metrics.json,
+    scores.csv, panels/, roc.png, pro.png, score_histogram.png) in one swap."""
     ev = config.eval
     val = score_split(score_fn, config.data, "val", mesh, batch_size=ev.batch_size)
     test_split = data_lib.load_split(config.data, "test")
@@ -164,8 +251,10 @@ def evaluate(
     if jax.process_index() == 0:
         thr = results.get("thresholds", {}).get("image", {}).get("value")
         predicted = (test.image_scores > thr).astype(int) if thr is not None else np.full(len(test.labels), -1)
+        final = evaluation_dir(workdir)
+        staging = output_folder.stage(final)
         report.write_evaluation(
-            workdir,
+            staging,
             metrics=results,
             records=test.records,
             image_scores=test.image_scores,
@@ -181,6 +270,8 @@ def evaluate(
             writer=writer,
             step=step,
         )
+        output_folder.publish(staging, final)
+        log.info("evaluation outputs in %s", final)
     return results
 
 
@@ -191,23 +282,17 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
     The outputs are written into a fresh folder that replaces `predict/` only once complete,
     so the folder always holds one prediction run (an interrupted one leaves the previous).
     A progress line is logged every `PREDICT_LOG_EVERY` images. The image threshold comes
-    from `<workdir>/metrics.json` (fitted on validation data at evaluation time); without
-    it, scores are written with no predicted label.
+    from the run's metrics.json (`saved_metrics`: fitted on validation data at evaluation
+    time); without it, scores are written with no predicted label.
     """
+    check_eval_settings(config)
     heatmaps = config.eval.get("predict_heatmaps", -1)
-    if isinstance(heatmaps, bool) or not isinstance(heatmaps, int) or heatmaps < -1:
-        raise ValueError(f"config.eval.predict_heatmaps={heatmaps!r}: -1 (every image), 0 (none) or a count N")
     folder = data_lib.load_image_folder(input_dir, config.data)
     final = os.path.join(workdir, "predict")
-    outdir = f"{final}.partial-{os.getpid()}"
-    if jax.process_index() == 0:
-        shutil.rmtree(outdir, ignore_errors=True)
-        os.makedirs(outdir)
+    outdir = output_folder.stage(final) if jax.process_index() == 0 else ""
     threshold = pixel_threshold = None
-    metrics_path = os.path.join(workdir, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            saved = json.load(f)
+    saved = saved_metrics(workdir)
+    if saved is not None:
         threshold = saved.get("thresholds", {}).get("image", {}).get("value")
         pixel_threshold = saved.get("thresholds", {}).get("pixel", {}).get("value")
     bs = config.eval.batch_size
@@ -244,11 +329,6 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
             for path, s, pred in rows:
                 w.writerow([path, f"{s:.8g}", pred, "" if threshold is None else f"{threshold:.8g}"])
         os.replace(tmp, csv_path)
-        # Swap the complete folder in; the previous run's folder is removed only after.
-        old = f"{final}.old-{os.getpid()}"
-        if os.path.exists(final):
-            os.rename(final, old)
-        os.rename(outdir, final)
-        shutil.rmtree(old, ignore_errors=True)
+        output_folder.publish(outdir, final)
     log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)
     return final

@@ -217,7 +217,7 @@ def final_outputs(config_args: Sequence[str], workdir: str) -> Outputs:
     step, arrays, data_state = restore_checkpoint(config_args, workdir)
     files = {}
     for name in ("scores.csv", "metrics.json"):
-        with open(os.path.join(workdir, name), "rb") as f:
+        with open(os.path.join(workdir, "eval", name), "rb") as f:
             files[name] = f.read()
     return Outputs(step, arrays, data_state, files)
 

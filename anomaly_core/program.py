@@ -63,6 +63,13 @@ class Method:
     # config of another method (or --config.method set wrongly) is one clear error.
     required_settings: tuple[str, ...] = ()
     example_config: str = ""  # a config file of this method, named in that error
+    # fill_state(config, state) -> state: sets the top-level state entries `filled_keys` (their
+    # init_state values are placeholders of the right shape) from the training data, e.g.
+    # GON's scoring context. They are saved with every checkpoint, so scoring a trained run
+    # never reads the training data again. A checkpoint written before they were saved gets
+    # them from the training data when restored, with a warning.
+    fill_state: Callable[[Any, State], State] = lambda c, s: s
+    filled_keys: tuple[str, ...] = ()
 
 
 def checkpoint_meta(method: Method, config) -> dict[str, Any]:
@@ -199,8 +206,27 @@ def init_key(seed: int) -> jax.Array:
 
 
 def _init(method: Method, config, mesh) -> State:
+    """The run's fresh state: init_state from the seed, then fill_state from the data."""
     init = jax.jit(lambda rng: method.init_state(config, rng), out_shardings=parallel.replicated(mesh))
-    return init(init_key(config.seed))
+    state = init(init_key(config.seed))
+    if method.filled_keys:
+        state = jax.device_put(method.fill_state(config, state), parallel.replicated(mesh))
+    return state
+
+
+def restore_target(method: Method) -> Callable[[Any, dict], Any] | None:
+    """Checkpointer.restore's `target`: the part of the abstract state a checkpoint holds,
+    given its metadata (checkpoints without `state_keys` predate `method.filled_keys`)."""
+    if not method.filled_keys:
+        return None
+
+    def target(abstract: Any, meta: dict) -> Any:
+        keys = meta.get("state_keys")
+        if keys is None:
+            keys = [k for k in abstract if k not in method.filled_keys]
+        return {k: v for k, v in abstract.items() if k in keys}
+
+    return target
 
 
 def abstract_state(method: Method, config, mesh) -> State:
@@ -214,6 +240,31 @@ def _jit_score(method: Method, config, mesh):
     rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     jitted = jax.jit(fn, in_shardings=(rep, shard), out_shardings=shard)
     return jitted
+
+
+def _check_score_settings(method: Method, config, mesh) -> None:
+    """Traces the method's score function on abstract inputs (no compilation, no data): the
+    method's evaluation settings (e.g. config.eval.image_score) fail here, before training."""
+    n, size, channels = int(config.eval.batch_size), int(config.data.image_size), int(config.data.channels)
+    batch = {"image": jax.ShapeDtypeStruct((n, size, size, channels), np.float32),
+             "mask": jax.ShapeDtypeStruct((n, size, size), np.float32),
+             "label": jax.ShapeDtypeStruct((n,), np.int32), "index": jax.ShapeDtypeStruct((n,), np.int32),
+             "valid": jax.ShapeDtypeStruct((n,), np.bool_)}
+    try:
+        jax.eval_shape(method.score(config), abstract_state(method, config, mesh), batch)
+    except ValueError as e:
+        raise ValueError(f"the evaluation settings do not fit {method.name}: {e}") from e
+
+
+def preflight(method: Method, config, mesh, *, splits: bool = True) -> None:
+    """Every check that can fail an evaluation, run before training or restoring: the config
+    (check_config), the evaluation settings, and (with `splits`) the test and validation
+    splits (evaluation.check_splits)."""
+    check_config(config, method)
+    evaluation.check_eval_settings(config)
+    _check_score_settings(method, config, mesh)
+    if splits:
+        evaluation.check_splits(config)
 
 
 def _checkpointer(config, workdir: str, best_metric: str | None) -> Checkpointer:
@@ -287,10 +338,13 @@ def _progress_image_fn(method: Method, config, workdir: str, mesh, writer):
 
 
 def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: bool = False) -> dict[str, Any]:
-    """Trains (resuming from `<workdir>/checkpoints` when present, see check_resume), then evaluates."""
+    """Trains (resuming from `<workdir>/checkpoints` when present, see check_resume), then evaluates.
+    Everything the evaluation needs is checked first (`preflight`), so a bad setting or split
+    fails in seconds rather than after training."""
     check_config(config, method)
     mesh = parallel.make_mesh()
     per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
+    preflight(method, config, mesh)
     stages = method.stages(config)
     train_iter = data_lib.train_iterator(
         config.data, global_batch_size=config.train.batch_size, seed=config.seed,
@@ -326,6 +380,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                 image_fn=_progress_image_fn(method, config, workdir, mesh, writer),
                 meta=checkpoint_meta(method, config),
                 check_meta=meta_checker(method, config),
+                restore_target=restore_target(method),
             )
             total = sum(s.num_steps for s in stages)
             score = _jit_score(method, config, mesh)
@@ -351,8 +406,9 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
     try:
         if step is not None and step not in ckpt.all_steps():
             raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory} (steps: {ckpt.all_steps()})")
-        restored = ckpt.restore(abstract_state(method, config, mesh), step=step,
-                                check_meta=meta_checker(method, config))
+        abstract = abstract_state(method, config, mesh)
+        restored = ckpt.restore(abstract, step=step, check_meta=meta_checker(method, config),
+                                target=restore_target(method))
     finally:
         ckpt.close()
     if restored is None:
@@ -361,6 +417,13 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
             f"(--mode=train with the same --workdir and --config)"
         )
     step, state, _, meta = restored
+    missing = [k for k in method.filled_keys if k in abstract and k not in state]
+    if missing:
+        log.warning("checkpoint step %d was written before %s was saved with it: taking it from the training "
+                    "data (config.data), so scores depend on that data until the run saves a new checkpoint",
+                    step, ", ".join(missing))
+        placeholders = {k: jax.numpy.zeros(abstract[k].shape, abstract[k].dtype) for k in missing}
+        state = jax.device_put(method.fill_state(config, {**state, **placeholders}), parallel.replicated(mesh))
     total = sum(s.num_steps for s in method.stages(config))
     if step < total:
         log.warning("checkpoint step %d is before the end of training (%d steps); evaluating it anyway", step, total)
@@ -368,8 +431,8 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
 
 
 def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
-    check_config(config, method)
     mesh = parallel.make_mesh()
+    preflight(method, config, mesh)
     with jax.set_mesh(mesh):
         state, step = restore_for_inference(method, config, workdir, mesh)
         score = _jit_score(method, config, mesh)
@@ -381,8 +444,8 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
 
 
 def predict(method: Method, config, workdir: str, input_dir: str) -> str:
-    check_config(config, method)
     mesh = parallel.make_mesh()
+    preflight(method, config, mesh, splits=False)
     with jax.set_mesh(mesh):
         state, _ = restore_for_inference(method, config, workdir, mesh)
         score = _jit_score(method, config, mesh)
@@ -390,5 +453,9 @@ def predict(method: Method, config, workdir: str, input_dir: str) -> str:
 
 
 def load_metrics(workdir: str) -> dict[str, Any]:
-    with open(os.path.join(workdir, "metrics.json")) as f:
-        return json.load(f)
+    """The metrics.json of the run's newest complete evaluation (`<workdir>/eval/`)."""
+    metrics = evaluation.saved_metrics(workdir)
+    if metrics is None:
+        raise FileNotFoundError(f"no evaluation in {workdir}: {evaluation.evaluation_dir(workdir)}/metrics.json "
+                                "is written by --mode=train or --mode=eval")
+    return metrics

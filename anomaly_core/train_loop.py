@@ -129,6 +129,7 @@ def train(
     image_fn: Callable[[Any, str, int], None] | None = None,
     meta: Mapping[str, Any] | None = None,
     check_meta: Callable[[str, dict], None] | None = None,
+    restore_target: Callable[[Any, dict], Any] | None = None,
 ) -> tuple[Any, int]:
     """Runs (or resumes) all stages. Returns (final state, number of steps run now).
 
@@ -140,9 +141,11 @@ def train(
     """
     total = sum(s.num_steps for s in stages)
     start = 0
-    restored = checkpointer.restore(abstract_like(state), check_meta=check_meta)
+    restored = checkpointer.restore(abstract_like(state), check_meta=check_meta, target=restore_target)
     if restored is not None:
-        start, state, data_state, saved_meta = restored
+        start, restored_state, data_state, saved_meta = restored
+        # Entries an older checkpoint lacks (restore_target) keep the fresh state's values.
+        state = {**state, **restored_state} if isinstance(state, dict) else restored_state
         if data_state:
             train_iter.set_state(data_state)
         log.info("resumed from checkpoint step %d of %d (%s)", start, total, saved_meta.get("stage", "?"))

@@ -32,9 +32,9 @@ SEED = {
 
 def load_run(workdir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(scores, labels, defects, threshold) of a run's evaluation."""
-    with open(os.path.join(workdir, "scores.csv"), newline="") as f:
+    with open(os.path.join(workdir, "eval", "scores.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
-    with open(os.path.join(workdir, "metrics.json")) as f:
+    with open(os.path.join(workdir, "eval", "metrics.json")) as f:
         threshold = float(json.load(f)["thresholds"]["image"]["value"])
     scores = np.array([float(r["score"]) for r in rows])
     labels = np.array([int(r["label"]) for r in rows])

@@ -2,7 +2,10 @@
 
 One stage 'gon': each step encodes the batch with the gradient origin (z = -grad at 0),
 decodes, and trains on the outer loss through z (second order). The CAE baseline shares the
-program with a plain reconstruction step. State: {'model': variables, 'opt': optax state}.
+program with a plain reconstruction step. State: {'model': variables, 'opt': optax state},
+plus, for the models with BatchNorm, 'context': the B_train - 1 training images that
+'context' scoring encodes each test image with (taken from the training data when a run
+starts and saved in every checkpoint, so scoring never reads the training data again).
 """
 from __future__ import annotations
 
@@ -27,9 +30,28 @@ def optimizer(config) -> optax.GradientTransformation:
     return optax.adam(t.lr, b1=t.betas[0], b2=t.betas[1])
 
 
+def has_context(config) -> bool:
+    """Whether the state carries a scoring context: the models with BatchNorm (conv and
+    variational GON), whatever the evaluation settings, so they may change after training."""
+    return config.model.kind not in ("cae", "implicit_gon")
+
+
 def init_state(config, rng) -> dict[str, Any]:
+    """{'model', 'opt'} (and a zero 'context' placeholder, filled by fill_state)."""
     variables = init_variables(config.model, rng)
-    return {"model": variables, "opt": optimizer(config).init(variables["params"])}
+    state = {"model": variables, "opt": optimizer(config).init(variables["params"])}
+    if has_context(config):
+        d = config.data
+        state["context"] = jax.numpy.zeros(
+            (config.train.batch_size - 1, d.image_size, d.image_size, d.channels), jax.numpy.float32)
+    return state
+
+
+def fill_state(config, state: dict[str, Any]) -> dict[str, Any]:
+    """Sets state['context'] to the first B_train - 1 training images (eval transform)."""
+    if not has_context(config):
+        return state
+    return {**state, "context": scoring_context(config)}
 
 
 def train_step(config, state, batch, rng):
@@ -57,15 +79,13 @@ def train_step(config, state, batch, rng):
     metrics = {"loss": loss}
     if z_norm is not None:
         metrics["latent_norm"] = z_norm
-    return {"model": new_vars, "opt": opt}, metrics
+    return {**state, "model": new_vars, "opt": opt}, metrics
 
 
-def scoring_context(config) -> np.ndarray | None:
-    """B_train - 1 fixed normal training images (eval transform) in whose company each test
-    image is encoded, so BatchNorm sees training-like batch statistics (gon_jax/scoring.py)."""
-    if config.model.kind in ("cae", "implicit_gon") or config.eval.scoring != "gradient_latent" \
-            or config.eval.bn_statistics != "context":
-        return None
+def scoring_context(config) -> np.ndarray:
+    """B_train - 1 fixed normal training images (eval transform), (B_train - 1, H, W, C), in
+    whose company each test image is encoded, so BatchNorm sees training-like batch
+    statistics (gon_jax/scoring.py)."""
     need = config.train.batch_size - 1
     train = data_lib.load_split(config.data, "train")
     if len(train) < need:
@@ -79,13 +99,18 @@ def scoring_context(config) -> np.ndarray | None:
     return np.concatenate(images)[:need]
 
 
+def uses_context(config) -> bool:
+    """Whether scoring encodes test images in the company of state['context']."""
+    return has_context(config) and config.eval.scoring == "gradient_latent" and config.eval.bn_statistics == "context"
+
+
 def score_fn(config):
     model = build_gon_model(config.model)
-    context = scoring_context(config)
     ev = config.eval
-    latent_batch_size = None if context is not None else config.train.batch_size
+    latent_batch_size = None if uses_context(config) else config.train.batch_size
 
     def score(state, batch):
+        context = state["context"] if uses_context(config) else None
         per_image, per_pixel, recon = reconstruction_errors(
             state["model"], batch["image"], model=model,
             scoring=ev.scoring if config.model.kind != "cae" else "gradient_latent",
@@ -120,6 +145,10 @@ METHOD = program.Method(
     required_settings=("config.model.kind", "config.train.steps", "config.train.latent_scaling",
                        "config.eval.scoring", "config.eval.bn_statistics"),
     example_config="configs/gon_quickstart.py",
+    # The saved scoring context holds B_train - 1 images.
+    recorded_settings=lambda c: {"config.train.batch_size": c.train.batch_size} if has_context(c) else {},
+    fill_state=fill_state,
+    filled_keys=("context",),
 )
 
 

@@ -8,12 +8,14 @@ Runs are launch.py processes forked from a server that imported the program once
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +143,70 @@ def test_corrupt_latest_checkpoint_falls_back_and_finishes_identically(launcher,
     assert f"moved the unreadable checkpoint {os.path.join(ckpts, str(STEPS))} to" in text
     assert [d for d in os.listdir(ckpts) if d.startswith(f"{STEPS}.unreadable-")], os.listdir(ckpts)
     assert fault_drill.differences(reference[1], fault_drill.final_outputs(CONFIG, workdir)) == []
+
+
+def _eval_files(workdir: str) -> dict[str, bytes]:
+    folder = os.path.join(workdir, "eval")
+    return {os.path.relpath(os.path.join(r, f), folder): open(os.path.join(r, f), "rb").read()
+            for r, _, fs in os.walk(folder) for f in fs}
+
+
+def _scores_agree_with_threshold(files: dict[str, bytes]) -> None:
+    import csv
+    import io
+    import json
+
+    threshold = json.loads(files["metrics.json"])["thresholds"]["image"]["value"]
+    rows = list(csv.DictReader(io.StringIO(files["scores.csv"].decode())))
+    assert rows and all(int(r["predicted_label"]) == int(float(r["score"]) > threshold) for r in rows)
+
+
+def test_eval_killed_while_writing_leaves_the_previous_outputs_whole(launcher, reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference[0], workdir, symlinks=True)
+    before = _eval_files(workdir)
+    assert "scores.csv" in before and "metrics.json" in before
+    _scores_agree_with_threshold(before)
+    # Re-evaluate with more panels (a longer write) and SIGKILL it once its new outputs are
+    # being written, as the earlier layout wrote them beside the previous run's.
+    args = [*CONFIG, f"--workdir={workdir}", "--mode=eval", "--config.eval.max_panels=40"]
+    child = launcher.start(args, str(tmp_path / "eval.log"))
+    deadline = time.monotonic() + 300
+    while child.poll() is None and time.monotonic() < deadline:
+        if [d for d in os.listdir(workdir) if d.startswith("eval.partial-")]:
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    assert child.wait(60) == -signal.SIGKILL, child.log()[-3000:]
+    assert _eval_files(workdir) == before  # the previous complete set, untouched
+    # The next evaluation clears the leftover and publishes a complete set of its own.
+    code, text = run(launcher, workdir, tmp_path / "eval2.log", "--mode=eval", "--config.eval.max_panels=40")
+    assert code == 0, text[-3000:]
+    assert not [d for d in os.listdir(workdir) if d.startswith("eval.")], os.listdir(workdir)
+    after = _eval_files(workdir)
+    _scores_agree_with_threshold(after)
+    assert after["metrics.json"] == before["metrics.json"] and after["scores.csv"] == before["scores.csv"]
+    assert len([n for n in after if n.startswith("panels/")]) > len([n for n in before if n.startswith("panels/")])
+
+
+def test_flipped_byte_in_newest_checkpoint_is_detected_and_eval_falls_back(launcher, reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(reference[0], workdir, symlinks=True)
+    ckpts = os.path.join(workdir, "checkpoints")
+    state_files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ckpts, str(STEPS), "state"))
+                   for f in fs]
+    largest = max(state_files, key=os.path.getsize)  # compressed kernel data, no checksum of its own
+    with open(largest, "r+b") as f:
+        f.seek(os.path.getsize(largest) // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x04]))
+    code, text = run(launcher, workdir, tmp_path / "eval.log", "--mode=eval")
+    assert code == 0, text[-3000:]
+    assert re.search(rf"checkpoint step {STEPS} in \S+ is corrupted: .*digest differs", text), text[-3000:]
+    assert "falling back to an earlier checkpoint" in text
+    metrics = json.loads(open(os.path.join(workdir, "eval", "metrics.json")).read())
+    assert metrics["evaluation"]["train_steps"] == STEPS - EVERY
 
 
 def test_divergence_exits_3_naming_step_and_loss_and_keeps_last_good_checkpoint(launcher, reference, tmp_path):

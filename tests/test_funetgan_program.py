@@ -56,17 +56,18 @@ def straight_run(demo_root, tmp_path_factory):
 
 def test_train_writes_every_output(straight_run):
     workdir, results = straight_run
-    for name in ("metrics.json", "scores.csv", "roc.png", "pro.png", "score_histogram.png", "config.json"):
-        assert os.path.exists(os.path.join(workdir, name)), name
-    metrics = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    for name in ("metrics.json", "scores.csv", "roc.png", "pro.png", "score_histogram.png"):
+        assert os.path.exists(os.path.join(workdir, "eval", name)), name
+    metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
     s = metrics["scalars"]
     for key in ("image_auroc", "pixel_auroc", "pixel_auprc", "pixel_aupro", "image_auroc_map_max"):
         assert 0.0 <= s[key] <= 1.0, key
     assert metrics["evaluation"]["test_examples"] == 10
     assert metrics["thresholds"]["image"]["rule"] in ("f1", "mean_std")
-    rows = list(csv.DictReader(open(os.path.join(workdir, "scores.csv"))))
+    rows = list(csv.DictReader(open(os.path.join(workdir, "eval", "scores.csv"))))
     assert len(rows) == 10 and {r["label"] for r in rows} == {"0", "1"}
-    assert len(os.listdir(os.path.join(workdir, "panels"))) == 2
+    assert len(os.listdir(os.path.join(workdir, "eval", "panels"))) == 2
     # The no-learning baseline is reported beside the model on the same split.
     for key in ("image_auroc", "image_auroc_map_max", "pixel_auroc", "pixel_aupro"):
         assert 0.0 <= metrics["baseline"][key] <= 1.0, key

@@ -119,7 +119,7 @@ def test_two_process_cpu_run(tmp_path):
         assert p.returncode == 0, err[-4000:]
     assert "metrics (test split)" in outs[0][0]
     assert "2 processes" in outs[0][1] + outs[1][1]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert metrics["evaluation"]["train_steps"] == 4
     # The single-process run scores the same examples: the gathered evaluation is complete.
     assert metrics["evaluation"]["test_examples"] > 0

@@ -175,6 +175,92 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
     ckpt.close()
 
 
+def _saved_twice(workdir: str) -> tuple[dict, Checkpointer]:
+    """Steps 1 and 2 of a state with a 32x32 array (large enough to be stored as compressed
+    array data, as real kernels are, rather than inline in Orbax's checksummed index)."""
+    mesh = parallel.make_mesh()
+    w = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
+    state = {"params": {"w": w, "b": np.zeros(3, np.float32)}}
+    ckpt = Checkpointer(workdir)
+    for s in (1, 2):
+        ckpt.save(s, parallel.replicate(jax.tree.map(lambda a: a + s, state), mesh), data_state={"pos": s})
+        ckpt.wait()
+    return state, ckpt
+
+
+def _flip_middle_byte_of_array_data(step_dir) -> str:
+    """Flips one bit in the middle of the largest data file of a checkpoint's state."""
+    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs]
+    path = max(files, key=os.path.getsize)
+    with open(path, "r+b") as fh:
+        fh.seek(os.path.getsize(path) // 2)
+        byte = fh.read(1)[0]
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte ^ 0x10]))
+    return path
+
+
+def test_flipped_byte_in_array_data_is_detected_by_name_and_falls_back(tmp_path, caplog):
+    state, ckpt = _saved_twice(str(tmp_path))
+    abstract = jax.eval_shape(lambda: state)
+    _flip_middle_byte_of_array_data(tmp_path / "checkpoints" / "2")
+    step, restored, data, _ = ckpt.restore(abstract)
+    ckpt.close()
+    assert step == 1 and data == {"pos": 1}
+    np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), state["params"]["w"] + 1)
+    assert "checkpoint step 2" in caplog.text and "['params']['w'] (digest differs)" in caplog.text
+    assert any(p.startswith("2.unreadable-") for p in os.listdir(tmp_path / "checkpoints"))
+
+
+def test_corrupted_checkpoint_asked_for_by_step_is_an_error_naming_the_leaf(tmp_path):
+    state, ckpt = _saved_twice(str(tmp_path))
+    _flip_middle_byte_of_array_data(tmp_path / "checkpoints" / "2")
+    with pytest.raises(CheckpointError, match=r"step 2 .*corrupted.*\['params'\]\['w'\]"):
+        ckpt.restore(jax.eval_shape(lambda: state), step=2)
+    ckpt.close()
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]  # nothing renamed
+
+
+def test_changed_data_iterator_state_is_detected_and_falls_back(tmp_path, caplog):
+    run(str(tmp_path), 8)
+    path = tmp_path / "checkpoints" / "8" / "data" / "metadata"
+    assert path.read_text() == '{"pos": 8}'
+    path.write_text('{"pos": 9}')  # the position a silent resume would start from
+    ckpt = Checkpointer(str(tmp_path))
+    step, _, data, _ = ckpt.restore(jax.eval_shape(init_state))
+    ckpt.close()
+    assert step == 4 and data == {"pos": 4}
+    assert "data-iterator state (digest differs)" in caplog.text
+
+
+def test_checkpoint_without_digests_restores_with_a_warning(tmp_path, caplog):
+    mesh = parallel.make_mesh()
+    state = parallel.replicate(init_state(), mesh)
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(1, state, data_state={"pos": 1})
+    ckpt.wait()
+    meta_path = tmp_path / "checkpoints" / "1" / "meta" / "metadata"
+    meta_path.write_text("{}")  # what versions before digests wrote
+    step, restored, _, _ = ckpt.restore(jax.eval_shape(init_state))
+    ckpt.close()
+    assert step == 1 and "no digests" in caplog.text
+
+
+def test_state_digests_name_every_leaf_and_see_one_bit():
+    from anomaly_core.checkpointing import state_digests
+
+    tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.zeros(2, np.int32)],
+            "k": jax.random.key(0)}
+    d = state_digests(tree)
+    assert sorted(d) == ["['a']", "['b'][0]", "['k']"]
+    flipped = np.arange(6, dtype=np.float32).reshape(2, 3)
+    flipped.view(np.uint32)[1, 2] ^= 1
+    assert state_digests({**tree, "a": flipped})["['a']"] != d["['a']"]
+    # dtype and shape are part of the digest, not only the bytes.
+    assert state_digests({**tree, "a": np.arange(6, dtype=np.float32)})["['a']"] != d["['a']"]
+    assert state_digests({**tree, "b": [np.zeros(2, np.float32)]})["['b'][0]"] != d["['b'][0]"]
+
+
 def test_all_checkpoints_unreadable_is_a_clear_error(tmp_path):
     run(str(tmp_path), 4)
     shutil.rmtree(tmp_path / "checkpoints" / "4" / "state")

@@ -1,0 +1,131 @@
+"""What verified checkpoints cost: SHA-256 digests of every array at save, checked at restore.
+
+  python -m benchmarks.checkpoint_digests                # quickstart and full-size f-UNetGAN states
+
+For each config's train state (parameters, batch statistics, optimiser moments; random
+values of the real shapes and dtypes, since hashing cost does not depend on them) it times,
+on this machine: the digests alone (`checkpointing.state_digests`), a synchronous save with
+and without them, and a restore with and without verifying them. Each figure is the median of
+`--steps` repetitions into a fresh folder under `--tmp`. Writes <out>.json and <out>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+from unittest import mock
+
+import jax
+import numpy as np
+
+from anomaly_core import checkpointing, parallel, program
+
+CONFIGS = (("quickstart (64x64, width 16)", "configs/quickstart.py", ""),
+           ("mvtec_bottle (128x128, width 64, full size)", "configs/mvtec_bottle.py", ""))
+
+
+def _state(config_path: str, preset: str, mesh) -> Any:
+    from ml_collections import config_flags  # noqa: F401 - loads the config file as launch.py does
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", config_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(preset) if preset else module.get_config()
+    method = program.method_module(config).METHOD
+    shapes = program.abstract_state(method, config, mesh)
+    rng = np.random.default_rng(0)
+    host = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
+    return parallel.replicate(host, mesh)
+
+
+def _median(fn, steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(state: Any, tmp: str, steps: int) -> dict[str, float]:
+    abstract = checkpointing.abstract_like(state)
+    counter = iter(range(10**6))
+
+    def save(with_digests: bool) -> None:
+        folder = os.path.join(tmp, f"run{next(counter)}")
+        ckpt = checkpointing.Checkpointer(folder, async_save=False)
+        if with_digests:
+            ckpt.save(1, state, data_state={"next_index": 1})
+        else:
+            with mock.patch.object(checkpointing, "state_digests", lambda s: {}), \
+                    mock.patch.object(checkpointing, "data_digest", lambda d: None):
+                ckpt.save(1, state, data_state={"next_index": 1})
+        ckpt.wait()
+        ckpt.close()
+        shutil.rmtree(folder)
+
+    src = os.path.join(tmp, "restore_src")
+    ckpt = checkpointing.Checkpointer(src, async_save=False)
+    ckpt.save(1, state, data_state={"next_index": 1})
+    ckpt.wait()
+
+    def restore(verify: bool) -> None:
+        if verify:
+            ckpt.restore(abstract)
+        else:
+            with mock.patch.object(checkpointing, "verify_digests", lambda *a: None):
+                ckpt.restore(abstract)
+
+    out = {
+        "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(jax.device_get(state)))),
+        "digests_s": _median(lambda: checkpointing.state_digests(state), steps),
+        "save_with_digests_s": _median(lambda: save(True), steps),
+        "save_without_digests_s": _median(lambda: save(False), steps),
+        "restore_verified_s": _median(lambda: restore(True), steps),
+        "restore_unverified_s": _median(lambda: restore(False), steps),
+    }
+    ckpt.close()
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--tmp", default=tempfile.gettempdir())
+    p.add_argument("--out", default=os.path.join("benchmarks", "results", "checkpoint_digests"))
+    args = p.parse_args(argv)
+    mesh = parallel.make_mesh()
+    rows = []
+    for label, path, preset in CONFIGS:
+        tmp = tempfile.mkdtemp(dir=args.tmp)
+        try:
+            rows.append({"config": label, **measure(_state(path, preset, mesh), tmp, args.steps)})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(json.dumps(rows[-1]), flush=True)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].platform}"
+    with open(args.out + ".json", "w") as f:
+        json.dump({"machine": machine, "steps": args.steps, "rows": rows}, f, indent=2)
+    lines = [f"# Checkpoint digests: cost ({machine}; median of {args.steps})", "",
+             "Command: `python -m benchmarks.checkpoint_digests`", "",
+             "| train state | size | digests | save with / without | restore verified / unverified |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['bytes'] / 2**20:.1f} MiB | {r['digests_s']:.3f} s | "
+                     f"{r['save_with_digests_s']:.3f} s / {r['save_without_digests_s']:.3f} s | "
+                     f"{r['restore_verified_s']:.3f} s / {r['restore_unverified_s']:.3f} s |")
+    with open(args.out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""A trained GON run is self-contained: its scoring context is saved with the checkpoint,
+so predictions do not change when the training folder changes or disappears."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from anomaly_core import parallel, program
+from configs.gon_base import shrink_gon
+from configs.gon_quickstart import get_config
+from gon_jax import train as gon_train
+from tests.data_fixtures import make_tree, noise_image, write_image
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("gon_data"))
+    make_tree(root, n_train=8, n_test_good=3, defects={"crack": 3}, size=(28, 28))
+    config = shrink_gon(get_config("digits"), steps=2)
+    config.data.source, config.data.root, config.data.categories = "mvtec", root, ("widget",)
+    config.data.val_fraction = 0.25
+    workdir = str(tmp_path_factory.mktemp("gon_run"))
+    program.train_and_evaluate(gon_train.METHOD, config, workdir)
+    images = os.path.join(root, "widget", "test", "crack")
+    return config, workdir, root, images
+
+
+def _scores(workdir: str) -> dict[str, str]:
+    with open(os.path.join(workdir, "predict", "predictions.csv"), newline="") as f:
+        return {os.path.basename(r["path"]): r["score"] for r in csv.DictReader(f)}
+
+
+def test_checkpoint_holds_the_scoring_context(trained):
+    config, workdir, _, _ = trained
+    state, _ = program.restore_for_inference(gon_train.METHOD, config, workdir, parallel.make_mesh())
+    np.testing.assert_array_equal(np.asarray(state["context"]), gon_train.scoring_context(config))
+    assert state["context"].shape == (config.train.batch_size - 1, 28, 28, 1)
+
+
+def test_predict_scores_do_not_depend_on_the_training_folder(trained):
+    config, workdir, root, images = trained
+    program.predict(gon_train.METHOD, config, workdir, images)
+    before = _scores(workdir)
+    assert len(before) == 3
+    # Every training image replaced by other noise: the context the training data would give changes.
+    train = os.path.join(root, "widget", "train", "good")
+    saved = str(train) + ".saved"
+    shutil.copytree(train, saved)
+    rng = np.random.default_rng(99)
+    try:
+        for name in os.listdir(train):
+            write_image(os.path.join(train, name), noise_image(rng, 28, 28))
+        assert not np.array_equal(gon_train.scoring_context(config),
+                                  program.restore_for_inference(gon_train.METHOD, config, workdir,
+                                                                parallel.make_mesh())[0]["context"])
+        program.predict(gon_train.METHOD, config, workdir, images)
+        assert _scores(workdir) == before
+        shutil.rmtree(train)  # and with the training images gone
+        program.predict(gon_train.METHOD, config, workdir, images)
+        assert _scores(workdir) == before
+    finally:
+        shutil.rmtree(train, ignore_errors=True)
+        shutil.move(saved, train)
+
+
+def test_checkpoint_from_before_the_saved_context_takes_it_from_the_data(trained, tmp_path, caplog):
+    config, workdir, _, images = trained
+    program.predict(gon_train.METHOD, config, workdir, images)
+    expected = _scores(workdir)
+    legacy = str(tmp_path / "legacy")
+    shutil.copytree(workdir, legacy)
+    mesh = parallel.make_mesh()
+    state, step = program.restore_for_inference(gon_train.METHOD, config, workdir, mesh)
+    # Rewrite the checkpoint as versions before the saved context wrote it: no 'context' in the
+    # state, no state_keys or digests in the metadata.
+    shutil.rmtree(os.path.join(legacy, "checkpoints"))
+    ckpt = program.Checkpointer(legacy, async_save=False)
+    ckpt.save(step, {k: v for k, v in state.items() if k != "context"}, meta=program.checkpoint_meta(
+        gon_train.METHOD, config))
+    ckpt.wait()
+    ckpt.close()
+    meta_path = os.path.join(legacy, "checkpoints", str(step), "meta", "metadata")
+    meta = json.load(open(meta_path))
+    for key in ("state_keys", "digests", "settings"):
+        meta.pop(key)
+    json.dump(meta, open(meta_path, "w"))
+    program.predict(gon_train.METHOD, config, legacy, images)
+    assert "written before context was saved with it" in caplog.text
+    assert _scores(legacy) == expected
+
+
+def test_other_batch_size_than_the_saved_context_is_named(trained):
+    config, workdir, _, _ = trained
+    other = config.copy_and_resolve_references()
+    other.train.batch_size = 3
+    with pytest.raises(program.CheckpointError, match=r"config.train.batch_size=4 there, 3 in the config"):
+        program.restore_for_inference(gon_train.METHOD, other, workdir, parallel.make_mesh())
+
+
+def _tiny(root: str):
+    config = shrink_gon(get_config("digits"), steps=2)
+    config.data.source, config.data.root, config.data.categories = "mvtec", root, ("widget",)
+    return config
+
+
+@pytest.mark.parametrize("case, message", [
+    ("only_normal_test_images", r"test split .* holds 3 image\(s\), all normal: image AUROC needs normal and anomalous"),
+    ("zero_byte_mask", r"Mask of .*crack/000.png is unusable: .*empty file"),
+    ("masks_empty_at_model_size", r"every ground-truth mask is empty at config.data.image_size=28"),
+    ("eval_setting", r"config.eval.aupro_fpr_limit=0.0: a number in \(0, 1\]"),
+    ("method_eval_setting", r"evaluation settings do not fit gon: .*scoring"),
+    ("threshold_rule_needs_anomalous_validation", r"threshold_rule='f1' needs anomalous validation images"),
+])
+def test_evaluation_problems_fail_before_training(tmp_path, case, message):
+    root = str(tmp_path / "data")
+    make_tree(root, n_train=8, n_test_good=3, size=(28, 28),
+              defects={} if case == "only_normal_test_images" else {"crack": 2})
+    config = _tiny(root)
+    gt = os.path.join(root, "widget", "ground_truth", "crack")
+    if case == "zero_byte_mask":
+        open(os.path.join(gt, "000_mask.png"), "wb").close()
+    elif case == "masks_empty_at_model_size":
+        for name in os.listdir(gt):  # a one-pixel defect in a 280x280 mask: gone at 28x28
+            mask = np.zeros((280, 280), np.uint8)
+            mask[140, 140] = 255
+            write_image(os.path.join(gt, name), mask)
+            write_image(os.path.join(root, "widget", "test", "crack", name.replace("_mask", "")),
+                        noise_image(np.random.default_rng(0), 280, 280))
+    elif case == "only_normal_test_images":
+        config.data.source = "folder"  # no ground_truth folder either
+        config.data.root = os.path.join(root, "widget")
+    elif case == "eval_setting":
+        config.eval.aupro_fpr_limit = 0.0
+    elif case == "method_eval_setting":
+        config.eval.scoring = "nope"
+    elif case == "threshold_rule_needs_anomalous_validation":
+        config.eval.threshold_rule = "f1"
+    workdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=message):
+        program.train_and_evaluate(gon_train.METHOD, config, workdir)
+    assert not os.path.exists(os.path.join(workdir, "checkpoints"))  # nothing trained
