@@ -174,7 +174,29 @@ class Checkpointer:
             data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta),
         )
-        return self.manager.save(step, args=args, metrics=metrics, force=force)
+        try:
+            # Also where an earlier asynchronous save's failure surfaces.
+            return self.manager.save(step, args=args, metrics=metrics, force=force)
+        except Exception as e:  # noqa: BLE001 - a full disk, lost permissions, a vanished folder
+            raise self._write_failed(step, e) from e
+
+    def _write_failed(self, step: int, error: Exception) -> CheckpointError:
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            if isinstance(cause, OSError) and cause.strerror:
+                break
+            cause = cause.__cause__ or cause.__context__
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else \
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        try:
+            done = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
+        except OSError:
+            done = []
+        kept = f"the checkpoints written before (newest: step {done[-1]}) are kept" if done else \
+            "no checkpoint was written yet"
+        return CheckpointError(
+            f"writing checkpoints in {self.directory} failed by step {step} ({reason}); {kept}. Free space "
+            "or restore write access, then rerun the same command to resume.")
 
     def read_meta(self, step: int) -> dict | None:
         """The metadata saved with `step`, or None when it cannot be read."""
@@ -255,10 +277,18 @@ class Checkpointer:
         self.manager.reload()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - see save()
+            raise self._write_failed(self.latest_step() or 0, e) from e
 
     def close(self) -> None:
-        self.manager.close()
+        """Waits for pending writes and releases the manager; a failed write was already
+        reported (save/wait), so here it is only logged."""
+        try:
+            self.manager.close()
+        except Exception as e:  # noqa: BLE001
+            log.warning("closing the checkpoints in %s: %s: %s", self.directory, type(e).__name__, e)
 
 
 def abstract_like(tree: Any) -> Any:

@@ -388,8 +388,17 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                                           writer=writer, step=total)
     finally:
         ckpt.close()
-        writer.flush()
+        _flush(writer)
     return results
+
+
+def _flush(writer) -> None:
+    """Flushes the TensorBoard writer; a failure (e.g. a full disk) is logged, so that it never
+    hides the error that ended the run."""
+    try:
+        writer.flush()
+    except OSError as e:
+        log.warning("could not flush the TensorBoard events: %s", e)
 
 
 def write_config(workdir: str, config) -> None:
@@ -440,7 +449,7 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
         try:
             return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, writer=writer, step=step)
         finally:
-            writer.flush()
+            _flush(writer)
 
 
 def predict(method: Method, config, workdir: str, input_dir: str) -> str:

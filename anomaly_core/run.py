@@ -42,12 +42,34 @@ class _QuietLibraries(logging.Filter):
     """Drops the INFO chatter of Orbax (several lines per checkpoint); keeps its warnings."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+        if "/orbax/" not in record.pathname:
+            return True
+        # Orbax logs a failed background write with its traceback; the program reports the
+        # failure itself in one message (checkpointing.CheckpointError).
+        record.exc_info, record.exc_text = None, None
+        return record.levelno >= logging.WARNING
+
+
+def _unraisable(hook):
+    """sys.unraisablehook that drops one known harmless message: Orbax's background threads
+    signal an asyncio loop that has already closed after a failed or finished write
+    ("RuntimeError: Event loop is closed", printed as a traceback with nothing to act on)."""
+
+    def quiet(unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            log.debug("ignored in a background thread: %s", unraisable.exc_value)
+            return
+        hook(unraisable)
+
+    return quiet
 
 
 def quiet_library_logs() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLibraries())
+    if not getattr(sys.unraisablehook, "_quiet", False):
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
+        sys.unraisablehook._quiet = True
 
 
 def enable_compilation_cache() -> None:
@@ -94,4 +116,9 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
         log.debug("traceback of the error below", exc_info=True)  # shown with --verbosity=1
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a file the run writes (disk full, permissions) outside the checkpoints
+        log.debug("traceback of the error below", exc_info=True)
+        print(f"error: {e.strerror or e}: {e.filename or ''} (under --workdir={workdir}); checkpoints already "
+              "written are kept: fix the cause and rerun the same command to resume", file=sys.stderr)
         return EXIT_USER_ERROR

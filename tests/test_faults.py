@@ -258,6 +258,35 @@ def test_full_or_readonly_disk_is_a_clear_error_before_training(launcher, tmp_pa
     assert "Traceback" not in text and "] [1] " not in text  # not a single training step
 
 
+def test_disk_full_mid_run_is_a_clear_error_and_the_run_resumes_after(launcher, tmp_path):
+    with tmpfs(str(tmp_path / "disk"), "size=16m") as mnt:
+        workdir = os.path.join(mnt, "run")
+        args = [*CONFIG, f"--workdir={workdir}", "--config.train.steps=400"]
+        child = launcher.start(args, str(tmp_path / "full.log"))
+        deadline = time.monotonic() + 300
+        while child.poll() is None and time.monotonic() < deadline:
+            if os.path.isdir(os.path.join(workdir, "checkpoints", str(2 * EVERY))):
+                break
+            time.sleep(0.005)
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:  # the disk fills up while the run trains
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * (1 << 16))
+                    f.flush()
+        code = child.wait(300)
+        text = child.log()
+        assert code == 2, text[-3000:]
+        m = re.search(r"error: writing checkpoints in \S+ failed by step (\d+) \(No space left on device\); the "
+                      r"checkpoints written before \(newest: step (\d+)\) are kept", text)
+        assert m, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+        os.remove(filler)  # space again: the same command resumes from the newest good checkpoint
+        code, text = launcher.run(args, str(tmp_path / "resume.log"), timeout=300)
+        assert code == 0, text[-3000:]
+        assert re.search(r"resumed from checkpoint step \d+ of 400", text), text[-3000:]
+
+
 def test_workdir_under_a_file_is_a_clear_error(launcher, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
