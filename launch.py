@@ -14,7 +14,13 @@ workdir whose run was trained with other settings is refused with the difference
 from __future__ import annotations
 
 import logging
+import os
 import sys
+
+if not any(a.startswith(("-v", "--v=", "--verbosity")) for a in sys.argv[1:]):
+    # XLA's C++ log: hides its multi-line "Very slow compile?" alarm (the program announces
+    # each compilation and its duration itself); --verbosity=1 shows everything.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -58,7 +64,8 @@ def main(argv: list[str]) -> int:
     module = method_module(config)
     from anomaly_core.run import run_mode
 
-    return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value)
+    return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value,
+                    verbose=flags.FLAGS.verbosity >= 1)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -41,16 +41,16 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO_ROOT, "launch.py")
 TMP_MARKER = ".orbax-checkpoint-tmp"
-# A metric-writer line "[<step>] name=value": printed once per log_every steps by any method.
-PROGRESS = re.compile(r"\] \[(\d+)\] \w+=")
+# A progress line "step <done>/<total> [<stage>] ...": printed once per log_every steps by any method.
+PROGRESS = re.compile(r"step (\d+)/\d+ \[\w+\] ")
 RESUMED = re.compile(r"resumed from checkpoint step (\d+)")
 # Where kill offsets count from: the first progress line, or a resume with no step left to run
 # (that run only evaluates, and kills then land in the evaluation).
 ANCHOR = re.compile(PROGRESS.pattern + r"|resumed from checkpoint step (\d+) of \2 ")
 _RETRIES = 3  # reruns a kill is passed on to when the run ends before its kill point
 FELL_BACK = re.compile(r"checkpoint step (\d+) in \S+ is unreadable")
-_PRELOAD = ["absl.app", "ml_collections", "numpy", "tensorflow", "jax", "flax.linen", "optax", "grain",
-            "orbax.checkpoint", "clu.metric_writers", "sklearn.datasets", "matplotlib.pyplot",
+_PRELOAD = ["absl.app", "ml_collections", "numpy", "jax", "flax.linen", "optax", "grain",
+            "orbax.checkpoint", "tensorboardX", "sklearn.datasets", "matplotlib.pyplot",
             "anomaly_core.run", "anomaly_core.program", "gon_jax.train", "funetgan_jax.train"]
 
 

@@ -14,7 +14,7 @@ import logging
 import sys
 from types import ModuleType
 
-from anomaly_core import workdir_lock
+from anomaly_core import console, workdir_lock
 from anomaly_core.checkpointing import CheckpointError, check_workdir_writable
 from anomaly_core.train_loop import Preempted, TrainingDiverged
 
@@ -66,7 +66,8 @@ def _unraisable(hook):
 
 def quiet_library_logs() -> None:
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietLibraries())
+        if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+            handler.addFilter(_QuietLibraries())
     if not getattr(sys.unraisablehook, "_quiet", False):
         sys.unraisablehook = _unraisable(sys.unraisablehook)
         sys.unraisablehook._quiet = True
@@ -84,7 +85,10 @@ def enable_compilation_cache() -> None:
 
 
 def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None,
-             allow_changes: bool = False) -> int:
+             allow_changes: bool = False, verbose: bool = False) -> int:
+    """Runs `mode`; the console is compact unless `verbose` (console.setup), and the full log
+    goes to `<workdir>/log.txt`."""
+    console.setup(None, verbose=verbose)
     quiet_library_logs()
     enable_compilation_cache()
     try:
@@ -93,6 +97,9 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
             return 0
         check_workdir_writable(workdir)
         import jax
+
+        console.setup(workdir, verbose=verbose, process_index=jax.process_index())
+        quiet_library_logs()
 
         with workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
             if mode == "train":

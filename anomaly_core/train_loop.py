@@ -19,11 +19,12 @@ from typing import Any, Callable, Iterator, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metric_writers, periodic_actions
 
 from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer, abstract_like
+from anomaly_core.event_writer import EventWriter
 from anomaly_core.prefetch import prefetch_to_device
+from anomaly_core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,10 @@ class LoopConfig:
     health_limits: tuple[tuple[str, float, str], ...] = ()
 
 
-def make_writer(workdir: str) -> metric_writers.MetricWriter:
-    """TensorBoard + log writer; processes other than 0 only log."""
-    return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+def make_writer(workdir: str) -> EventWriter:
+    """TensorBoard event files in `workdir` (no TensorFlow needed) + the scalar log; processes
+    other than 0 only log."""
+    return EventWriter(workdir if jax.process_index() == 0 else None)
 
 
 def stage_of(stages: list[Stage], step: int) -> Stage:
@@ -123,7 +125,7 @@ def train(
     train_iter: Iterator[Mapping[str, np.ndarray]],
     mesh: jax.sharding.Mesh,
     checkpointer: Checkpointer,
-    writer: metric_writers.MetricWriter,
+    writer: EventWriter,
     loop: LoopConfig,
     validation_fn: Callable[[Any, str], Mapping[str, float]] | None = None,
     image_fn: Callable[[Any, str, int], None] | None = None,
@@ -164,7 +166,8 @@ def train(
 
     jitted = {s.name: wrap(s) for s in stages}
     all_finite = jax.jit(_all_finite)
-    report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_steps=loop.log_every)
+    progress = Progress(total, start)
+    compiled: set[str] = set()  # stages whose step has run once in this process
 
     pending: list[tuple[int, Mapping[str, jax.Array]]] = []
     last_checked = start
@@ -191,7 +194,9 @@ def train(
                 "is kept; lower the learning rate or check the data."
             )
         means = {k: float(np.mean(v)) for k, v in by_key.items()}
-        writer.write_scalars(step, means)
+        log.info("%s", progress.line(step, stage_of(stages, step - 1).name, means))
+        rate = progress.rate()
+        writer.write_scalars(step, {**means, **({"steps_per_sec": rate} if rate else {})})
         for name, limit, meaning in loop.health_limits:
             if name in means and means[name] > limit:
                 log.warning("training health: %s = %.4g (mean of steps %d-%d) is above %.4g: %s",
@@ -206,11 +211,19 @@ def train(
         for step in range(start, total):
             stage = stage_of(stages, step)
             batch = next(feed)
+            first = stage.name not in compiled
+            if first:
+                progress.first_step_started(stage.name)
             state, metrics = jitted[stage.name](state, batch, np.int32(step))
             pending.append((step, metrics))
             steps_run += 1
             done = step + 1
-            report(done)
+            if first:
+                jax.block_until_ready(metrics)
+                progress.first_step_done(stage.name, done)
+                compiled.add(stage.name)
+            else:
+                progress.step_done(done)
             stage_end = done == sum(s.num_steps for s in stages[: stages.index(stage) + 1])
             # Read the flag once: a SIGTERM handled after the save decision (e.g. while the
             # metrics below are fetched) must wait for the next step, not exit unsaved.
@@ -219,29 +232,31 @@ def train(
             if done % loop.log_every == 0 or save_now:
                 flush(done)
             if image_fn is not None and loop.image_every and (done % loop.image_every == 0 or stage_end):
-                image_fn(state, stage.name, done)
+                with progress.excluded():
+                    image_fn(state, stage.name, done)
             if save_now:
-                if not bool(all_finite(state)):
-                    raise TrainingDiverged(
-                        f"parameters became non-finite by step {done} (stage '{stage.name}'); the last good "
-                        f"checkpoint (step {checkpointer.latest_step()}) in {checkpointer.directory} is kept."
+                with progress.excluded():
+                    if not bool(all_finite(state)):
+                        raise TrainingDiverged(
+                            f"parameters became non-finite by step {done} (stage '{stage.name}'); the last good "
+                            f"checkpoint (step {checkpointer.latest_step()}) in {checkpointer.directory} is kept."
+                        )
+                    val = dict(validation_fn(state, stage.name)) if (validation_fn and loop.best_metric) else None
+                    if not val or loop.best_metric not in val:
+                        # This stage has no such metric (e.g. the adversarial stage returns {}). None, not
+                        # {}: Orbax's best-checkpoint policy looks the metric up in every non-None dict.
+                        val = None
+                    if val:
+                        writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
+                    checkpointer.save(
+                        done,
+                        state,
+                        data_state=feed.get_state(),
+                        meta={**(meta or {}), "stage": stage.name, "step": done, "total_steps": total,
+                              "time": time.time()},
+                        metrics=val,
+                        force=True,
                     )
-                val = dict(validation_fn(state, stage.name)) if (validation_fn and loop.best_metric) else None
-                if not val or loop.best_metric not in val:
-                    # This stage has no such metric (e.g. the adversarial stage returns {}). None, not
-                    # {}: Orbax's best-checkpoint policy looks the metric up in every non-None dict.
-                    val = None
-                if val:
-                    writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
-                checkpointer.save(
-                    done,
-                    state,
-                    data_state=feed.get_state(),
-                    meta={**(meta or {}), "stage": stage.name, "step": done, "total_steps": total,
-                          "time": time.time()},
-                    metrics=val,
-                    force=True,
-                )
             if preempted:
                 checkpointer.wait()
                 writer.flush()

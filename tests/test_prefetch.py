@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from clu import metric_writers
+from anomaly_core.event_writer import EventWriter
 
 from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer
@@ -136,7 +136,7 @@ def _run(workdir: str, source: Source):
     stages = [Stage("pairs", 3, _step, batches_per_step=2), Stage("single", 3, _step)]
     try:
         state, _ = train(state=parallel.replicate(_init(), mesh), stages=stages, train_iter=source, mesh=mesh,
-                         checkpointer=ckpt, writer=metric_writers.LoggingWriter(),
+                         checkpointer=ckpt, writer=EventWriter(None),
                          loop=LoopConfig(seed=0, log_every=1, checkpoint_every=2))
     finally:
         ckpt.close()

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from clu import metric_writers
+from anomaly_core.event_writer import EventWriter
 
 from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer, CheckpointError, check_workdir_writable
@@ -79,7 +79,7 @@ def run(workdir, steps, *, poison_at=None, checkpoint_every=4, log_every=2, stag
             train_iter=it,
             mesh=mesh,
             checkpointer=ckpt,
-            writer=writer or metric_writers.LoggingWriter(),
+            writer=writer or EventWriter(None),
             loop=LoopConfig(seed=3, log_every=log_every, checkpoint_every=checkpoint_every,
                             image_every=image_every, health_limits=health_limits),
             image_fn=image_fn,
@@ -119,12 +119,12 @@ def test_stages_and_stacked_batches(tmp_path):
     ckpt.close()
 
 
-class SigtermWhileLogging(metric_writers.LoggingWriter):
+class SigtermWhileLogging(EventWriter):
     """Sends this process SIGTERM while the metrics of `at_step` are written: after the loop
     has decided whether to checkpoint that step, which is when a real preemption often lands."""
 
     def __init__(self, at_step: int):
-        super().__init__()
+        super().__init__(None)
         self.at_step = at_step
 
     def write_scalars(self, step, scalars):

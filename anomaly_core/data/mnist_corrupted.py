@@ -42,8 +42,14 @@ NORMAL_CORRUPTION = "identity"
 @functools.lru_cache(maxsize=32)  # 15 test corruptions + train
 def load_tfds_images(corruption: str, split: str, data_dir: str, download: bool) -> np.ndarray:
     """(N, 28, 28, 1) uint8 images of `mnist_corrupted/<corruption>` `split`, in order."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    try:
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        raise DataError(
+            "config.data.source='mnist_corrupted' reads TensorFlow Datasets, which the default install "
+            "leaves out: pip install -e '.[mnist]' (or use source 'mnist_c_local': offline, extra "
+            f"[mnist_local]). ({e})") from e
 
     try:
         # Keep TensorFlow off accelerators: JAX owns them.
