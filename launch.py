@@ -49,7 +49,13 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.getLogger().setLevel(logging.INFO)
-    config = _CONFIG.value
+    try:
+        config = _CONFIG.value
+        if config is not None:
+            config.keys()  # a --config file that failed to load reports it on first use
+    except OSError as e:  # ml_collections reports a bad --config file lazily, as a chain of OSErrors
+        print(f"error: --config={flags.FLAGS['config'].config_filename}: {config_load_error(e)}", file=sys.stderr)
+        return 2
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py")
     mode = _MODE.value
@@ -68,10 +74,28 @@ def main(argv: list[str]) -> int:
                     verbose=flags.FLAGS.verbosity >= 1)
 
 
+def config_load_error(error: BaseException) -> str:
+    """The one line that says why a config file did not load (missing file, its own error)."""
+    lines: list[str] = []
+    while error is not None:
+        lines += [line.strip() for line in str(error).splitlines() if line.strip()]
+        error = error.__cause__ or error.__context__
+    for marker in ("[Errno", "Error:", "Error "):
+        found = [line for line in lines if marker in line and "earlier failure" not in line]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "could not be loaded"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing; an override naming no config setting is one line, not a traceback."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:  # e.g. a preset the config file does not know: its own message, one line
+        detail = [line.strip() for line in str(e).splitlines() if line.strip()]
+        print(f"FATAL Flags parsing error: {detail[0]} {detail[-1] if len(detail) > 1 else ''}".rstrip(),
+              file=sys.stderr)
+        sys.exit(1)
     except (AttributeError, KeyError) as e:  # ml_collections raises these, not a flags.Error
         while e.args and isinstance(e.args[0], Exception):
             e = e.args[0]

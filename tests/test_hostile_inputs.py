@@ -184,3 +184,13 @@ def test_predict_end_to_end_on_the_corpus(corpus, launcher, tmp_path):
         shown = case.path.encode("utf-8", "backslashreplace").decode()
         assert re.search(rf"Skipping {re.escape(shown)}: .*{re.escape(case.reason)}", text, re.I), case.name
     print(f"\npredict end to end: {len(rows)} images scored, {len(rejected)} skipped with a reason, exit code {code}")
+
+
+@pytest.mark.parametrize("config, code, message", [
+    ("configs/nope.py", 2, "error: --config=configs/nope.py: [Errno 2] No such file or directory"),
+    ("configs/quickstart.py:bogus", 1, "unknown preset 'bogus' for configs/quickstart.py (known: long)"),
+])
+def test_bad_config_file_is_one_line(launcher, tmp_path, config, code, message):
+    got, text = launcher.run([f"--config={config}", f"--workdir={tmp_path / 'run'}"], str(tmp_path / "run.log"))
+    assert got == code and message in text, text[-1500:]
+    assert "Traceback" not in text and len([line for line in text.splitlines() if line.strip()]) == 1, text
