@@ -56,13 +56,22 @@ def main(argv: list[str]) -> int:
     except OSError as e:  # ml_collections reports a bad --config file lazily, as a chain of OSErrors
         print(f"error: --config={flags.FLAGS['config'].config_filename}: {config_load_error(e)}", file=sys.stderr)
         return 2
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py")
     mode = _MODE.value
     if mode != "summary" and not _WORKDIR.value:
         raise app.UsageError(f"--workdir is required with --mode={mode}")
     if mode == "predict" and not _INPUT.value:
         raise app.UsageError("--mode=predict needs --input=<folder of images>")
+    if mode in ("eval", "predict"):
+        from anomaly_core import run_config
+
+        try:  # the run's own settings from <workdir>/config.json; --config may then be left out
+            config = run_config.for_inference(_WORKDIR.value, config, explicit_overrides(sys.argv))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py (--mode=eval and "
+                             "--mode=predict read it from the workdir's config.json when there is one)")
 
     from anomaly_core import parallel  # imports jax: after flag parsing so --help stays fast
 
@@ -72,6 +81,11 @@ def main(argv: list[str]) -> int:
 
     return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value,
                     verbose=flags.FLAGS.verbosity >= 1)
+
+
+def explicit_overrides(argv: list[str]) -> list[str]:
+    """Dotted names (without 'config.') of the --config.* overrides on the command line."""
+    return [a[2:].split("=")[0][len("config."):] for a in argv if a.startswith("--config.")]
 
 
 def config_load_error(error: BaseException) -> str:
@@ -107,5 +121,4 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
     app.run(lambda argv: sys.exit(main(argv) or 0), flags_parser=parse_flags)

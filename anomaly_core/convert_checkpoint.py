@@ -310,7 +310,13 @@ def main(argv: list[str], flag_holders: dict[str, Any]) -> int:
         from anomaly_core.torch_import import TorchImportError
 
         if value["workdir"] and value["reverse"]:
-            written = export_run(value["config"], network, value["workdir"], pths, step=value["step"],
+            from anomaly_core import run_config
+
+            # The run's own settings (config.json), as --mode=eval reads them.
+            config = run_config.for_inference(value["workdir"], value["config"],
+                                              [a[len("--config."):].split("=")[0] for a in sys.argv
+                                               if a.startswith("--config.")])
+            written = export_run(config, network, value["workdir"], pths, step=value["step"],
                                  force=value["force"], torch_format=value["torch_format"])
         elif value["workdir"]:
             if network != "all":

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation, parallel, visualise
+from anomaly_core import evaluation, parallel, run_config, visualise
 from anomaly_core.checkpointing import Checkpointer, CheckpointError
 from anomaly_core.train_loop import LoopConfig, Stage, make_writer, train
 
@@ -402,11 +402,10 @@ def _flush(writer) -> None:
 
 
 def write_config(workdir: str, config) -> None:
-    """`<workdir>/config.json`: the settings the run was made with (process 0 writes it)."""
+    """`<workdir>/config.json`: the settings the run was made with (process 0 writes it;
+    eval and predict read it back, anomaly_core.run_config)."""
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        run_config.write(workdir, config)
 
 
 def restore_for_inference(method: Method, config, workdir: str, mesh, step: int | None = None) -> tuple[State, int]:

@@ -1,0 +1,101 @@
+"""A workdir describes its run: `<workdir>/config.json` holds the settings it was trained with,
+and evaluation and prediction read them back, so no setting is typed twice.
+
+For `--mode=eval` / `--mode=predict` the run's own seed, method, data, model and training
+settings come from config.json; the evaluation, checkpoint and multi-host settings come
+from the command line (they may differ between uses of one run). An explicit command-line
+override of a run setting is applied when it is a data setting (e.g. the dataset moved:
+`--config.data.root=...`) and refused, naming both values, when it is a model or training
+setting that differs from the run's (its checkpoints only fit the run's own).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+RUN_SECTIONS = ("seed", "method", "data", "model", "train")  # the run's; the rest is per use
+FIXED_SECTIONS = ("seed", "method", "model", "train")  # an override must not change these
+
+
+def path(workdir: str) -> str:
+    return os.path.join(workdir, CONFIG_FILE)
+
+
+def write(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes `<workdir>/config.json` atomically (the caller is process 0)."""
+    from anomaly_core.report import write_atomically
+
+    os.makedirs(workdir, exist_ok=True)
+    write_atomically(path(workdir), config.to_json_best_effort(indent=2).encode())
+
+
+def _tuples(value: Any) -> Any:
+    """JSON arrays back to the tuples the config files use."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def read(workdir: str) -> ml_collections.ConfigDict | None:
+    """The run's config from `<workdir>/config.json`, or None when the workdir has none."""
+    try:
+        with open(path(workdir)) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path(workdir)} is not a readable config ({e}); pass the run's --config") from e
+    return ml_collections.ConfigDict(_tuples(data))
+
+
+def _get(node: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def for_inference(workdir: str, given: ml_collections.ConfigDict | None,
+                  explicit: Iterable[str] = ()) -> ml_collections.ConfigDict | None:
+    """The config to evaluate or predict the run in `workdir` with (see the module docstring).
+
+    `given`: the command line's config (None without --config); `explicit`: the dotted names
+    (without 'config.') overridden on the command line. Returns `given` unchanged when the
+    workdir has no config.json (runs written before it existed), None when neither exists.
+    """
+    saved = read(workdir)
+    if saved is None:
+        return given
+    if given is None:
+        return saved
+    explicit = set(explicit)
+    for name in sorted(explicit):
+        if name.split(".")[0] not in FIXED_SECTIONS:
+            continue
+        try:
+            old, new = _get(saved, name), _get(given, name)
+        except (KeyError, AttributeError):
+            continue
+        if json.dumps(old, default=str) != json.dumps(_tuples(new), default=str):
+            raise ValueError(
+                f"--config.{name}={new!r} differs from the run in {workdir}, trained with {name}={old!r} "
+                f"({path(workdir)}): its checkpoints only fit the run's own settings. Drop the override "
+                "(evaluation and prediction read the run's settings from that file), or train a new run.")
+    config = given.copy_and_resolve_references()
+    with config.unlocked():
+        for section in RUN_SECTIONS:
+            if section not in saved:
+                continue
+            if isinstance(saved[section], ml_collections.ConfigDict) and section in config:
+                for key, value in saved[section].items():
+                    if f"{section}.{key}" not in explicit:  # data.* overrides win (e.g. a moved dataset)
+                        config[section][key] = value
+            else:
+                config[section] = saved[section]
+    return config
