@@ -198,6 +198,16 @@ class Checkpointer:
             f"writing checkpoints in {self.directory} failed by step {step} ({reason}); {kept}. Free space "
             "or restore write access, then rerun the same command to resume.")
 
+    def best_step(self, metric: str) -> int | None:
+        """The step whose recorded validation `metric` (metadata 'validation') is lowest; None
+        when no checkpoint records it (ties: the newest)."""
+        best: tuple[float, int] | None = None
+        for s in self.all_steps():
+            value = ((self.read_meta(s) or {}).get("validation") or {}).get(metric)
+            if isinstance(value, (int, float)) and (best is None or value <= best[0]):
+                best = (float(value), s)
+        return None if best is None else best[1]
+
     def read_meta(self, step: int) -> dict | None:
         """The metadata saved with `step`, or None when it cannot be read."""
         try:

@@ -222,7 +222,8 @@ def _restore_run(config: Any, workdir: str, step: int | None) -> tuple[int, dict
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"--workdir={workdir} has no checkpoints folder: not a launch.py run (or not trained)")
     method = program.method_module(config).METHOD
-    state, restored_step = program.restore_for_inference(method, config, workdir, parallel.make_mesh(), step=step)
+    state, restored_step, _ = program.restore_for_inference(method, config, workdir, parallel.make_mesh(),
+                                                            step=step)
     return restored_step, state
 
 

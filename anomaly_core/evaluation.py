@@ -57,6 +57,10 @@ def check_eval_settings(config) -> None:
         raise _setting_error("aupro_fpr_limit", limit, "a number in (0, 1]")
     if not isinstance(ev.get("baseline", True), bool):
         raise _setting_error("baseline", ev.baseline, "True or False")
+    choice = ev.get("checkpoint", "best")
+    if not isinstance(choice, str) or not (choice in ("best", "latest") or choice.isdigit()):
+        raise _setting_error("checkpoint", choice, "'best' (lowest validation metric, where recorded), 'latest' "
+                                                   "or a step number such as '600'")
     sigma = ev.get("smoothing_sigma", 0.0)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
         raise _setting_error("smoothing_sigma", sigma, "a number >= 0 (0: no smoothing)")
@@ -212,6 +216,7 @@ def evaluate(
     *,
     writer=None,
     step: int = 0,
+    checkpoint: str = "latest",
 ) -> dict[str, Any]:
     """Scores val and test, fits thresholds on val; writes `<workdir>/eval/` (metrics.json,
     scores.csv, panels/, roc.png, pro.png, score_histogram.png) in one swap."""
@@ -246,7 +251,8 @@ def evaluate(
         "val_examples": 0 if val is None else int(len(val.labels)),
         "resolution": f"{config.data.image_size}x{config.data.image_size} (model resolution)",
         "image_score": str(ev.get("image_score", "method default")),
-        "train_steps": int(step),
+        "train_steps": int(step),  # the step of the evaluated checkpoint
+        "checkpoint": checkpoint,  # how it was selected (config.eval.checkpoint)
     }
     if jax.process_index() == 0:
         thr = results.get("thresholds", {}).get("image", {}).get("value")

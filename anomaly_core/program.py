@@ -382,10 +382,17 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                 check_meta=meta_checker(method, config),
                 restore_target=restore_target(method),
             )
-            total = sum(s.num_steps for s in stages)
+            step, how = selected_step(ckpt, method, config)
+            if step is not None and step != sum(s.num_steps for s in stages):
+                restored = ckpt.restore(abstract_state(method, config, mesh), step=step,
+                                        check_meta=meta_checker(method, config), target=restore_target(method))
+                state = restored[1]
+            else:
+                step = sum(s.num_steps for s in stages)
+            log.info("evaluating checkpoint step %d (%s)", step, how)
             score = _jit_score(method, config, mesh)
             results = evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh,
-                                          writer=writer, step=total)
+                                          writer=writer, step=step, checkpoint=how)
     finally:
         ckpt.close()
         _flush(writer)
@@ -408,15 +415,46 @@ def write_config(workdir: str, config) -> None:
         run_config.write(workdir, config)
 
 
-def restore_for_inference(method: Method, config, workdir: str, mesh, step: int | None = None) -> tuple[State, int]:
-    """(state, step) of the run in `workdir`: its newest readable checkpoint, or `step`."""
+CHECKPOINT_CHOICES = "'best' (lowest validation metric, where recorded), 'latest' or a step number"
+
+
+def selected_step(ckpt: Checkpointer, method: Method, config) -> tuple[int | None, str]:
+    """(step, how it was chosen) by config.eval.checkpoint: 'best' (default: the checkpoint with
+    the lowest validation metric, or the newest when none records one), 'latest' (None: the
+    newest readable one) or a step number."""
+    choice = config.eval.get("checkpoint", "best")
+    if choice == "latest":
+        return None, "latest"
+    if choice == "best":
+        step = ckpt.best_step(method.best_metric) if method.best_metric else None
+        if step is None:
+            return None, "latest (no checkpoint records a validation metric)"
+        return step, f"best (lowest validation {method.best_metric})"
+    return int(choice), f"step {int(choice)}"
+
+
+def restore_for_inference(method: Method, config, workdir: str, mesh,
+                          step: int | None = None) -> tuple[State, int, str]:
+    """(state, step, how it was chosen) of the run in `workdir`: `step` when given, else the
+    checkpoint config.eval.checkpoint selects (selected_step)."""
     ckpt = _checkpointer(config, workdir, None)
     try:
+        how = f"step {step}"
+        if step is None:
+            step, how = selected_step(ckpt, method, config)
         if step is not None and step not in ckpt.all_steps():
-            raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory} (steps: {ckpt.all_steps()})")
+            raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory} (steps: {ckpt.all_steps()}; "
+                                  f"config.eval.checkpoint is {CHECKPOINT_CHOICES})")
         abstract = abstract_state(method, config, mesh)
-        restored = ckpt.restore(abstract, step=step, check_meta=meta_checker(method, config),
-                                target=restore_target(method))
+        try:
+            restored = ckpt.restore(abstract, step=step, check_meta=meta_checker(method, config),
+                                    target=restore_target(method))
+        except CheckpointError as e:
+            if not how.startswith("best") or "corrupted" not in str(e) and "unreadable" not in str(e):
+                raise
+            log.warning("%s; using the newest checkpoint that verifies instead", e)
+            how = "latest (the best checkpoint does not verify)"
+            restored = ckpt.restore(abstract, check_meta=meta_checker(method, config), target=restore_target(method))
     finally:
         ckpt.close()
     if restored is None:
@@ -433,20 +471,20 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
         placeholders = {k: jax.numpy.zeros(abstract[k].shape, abstract[k].dtype) for k in missing}
         state = jax.device_put(method.fill_state(config, {**state, **placeholders}), parallel.replicated(mesh))
     total = sum(s.num_steps for s in method.stages(config))
-    if step < total:
-        log.warning("checkpoint step %d is before the end of training (%d steps); evaluating it anyway", step, total)
-    return state, step
+    log.info("using checkpoint step %d of %d (%s)", step, total, how)
+    return state, step, how
 
 
 def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
     mesh = parallel.make_mesh()
     preflight(method, config, mesh)
     with jax.set_mesh(mesh):
-        state, step = restore_for_inference(method, config, workdir, mesh)
+        state, step, how = restore_for_inference(method, config, workdir, mesh)
         score = _jit_score(method, config, mesh)
         writer = make_writer(workdir)
         try:
-            return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, writer=writer, step=step)
+            return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, writer=writer, step=step,
+                                       checkpoint=how)
         finally:
             _flush(writer)
 
@@ -455,7 +493,7 @@ def predict(method: Method, config, workdir: str, input_dir: str) -> str:
     mesh = parallel.make_mesh()
     preflight(method, config, mesh, splits=False)
     with jax.set_mesh(mesh):
-        state, _ = restore_for_inference(method, config, workdir, mesh)
+        state, _, _ = restore_for_inference(method, config, workdir, mesh)
         score = _jit_score(method, config, mesh)
         return evaluation.predict(lambda b: score(state, b), config, workdir, input_dir, mesh)
 

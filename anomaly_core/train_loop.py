@@ -253,7 +253,7 @@ def train(
                         state,
                         data_state=feed.get_state(),
                         meta={**(meta or {}), "stage": stage.name, "step": done, "total_steps": total,
-                              "time": time.time()},
+                              "time": time.time(), **({"validation": val} if val else {})},
                         metrics=val,
                         force=True,
                     )

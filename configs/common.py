@@ -20,6 +20,9 @@ def eval_config(**overrides) -> ml_collections.ConfigDict:
         aupro_fpr_limit=0.3,
         baseline=True,  # also score the test split with |x - mean training image| (no learning)
         predict_heatmaps=-1,  # --mode=predict: heatmap PNGs for every image (-1) or the first N (0: none)
+        # The checkpoint evaluated and used by predict: 'best' (lowest validation metric where
+        # checkpoints record one, else the newest), 'latest', or a step number as text ('600').
+        checkpoint="best",
     ))
     cfg.update(overrides)
     return cfg

@@ -22,7 +22,8 @@ from tests.data_fixtures import make_tree, noise_image, write_image
 def trained(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("gon_data"))
     make_tree(root, n_train=8, n_test_good=3, defects={"crack": 3}, size=(28, 28))
-    config = shrink_gon(get_config("digits"), steps=2)
+    config = shrink_gon(get_config("digits"), steps=6)
+    config.train.checkpoint_every = 1  # six validated checkpoints (the latest 3 and the best kept)
     config.data.source, config.data.root, config.data.categories = "mvtec", root, ("widget",)
     config.data.val_fraction = 0.25
     workdir = str(tmp_path_factory.mktemp("gon_run"))
@@ -38,7 +39,7 @@ def _scores(workdir: str) -> dict[str, str]:
 
 def test_checkpoint_holds_the_scoring_context(trained):
     config, workdir, _, _ = trained
-    state, _ = program.restore_for_inference(gon_train.METHOD, config, workdir, parallel.make_mesh())
+    state, _, _ = program.restore_for_inference(gon_train.METHOD, config, workdir, parallel.make_mesh())
     np.testing.assert_array_equal(np.asarray(state["context"]), gon_train.scoring_context(config))
     assert state["context"].shape == (config.train.batch_size - 1, 28, 28, 1)
 
@@ -76,7 +77,7 @@ def test_checkpoint_from_before_the_saved_context_takes_it_from_the_data(trained
     legacy = str(tmp_path / "legacy")
     shutil.copytree(workdir, legacy)
     mesh = parallel.make_mesh()
-    state, step = program.restore_for_inference(gon_train.METHOD, config, workdir, mesh)
+    state, step, _ = program.restore_for_inference(gon_train.METHOD, config, workdir, mesh)
     # Rewrite the checkpoint as versions before the saved context wrote it: no 'context' in the
     # state, no state_keys or digests in the metadata.
     shutil.rmtree(os.path.join(legacy, "checkpoints"))
@@ -145,3 +146,29 @@ def test_evaluation_problems_fail_before_training(tmp_path, case, message):
     with pytest.raises(ValueError, match=message):
         program.train_and_evaluate(gon_train.METHOD, config, workdir)
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))  # nothing trained
+
+
+def test_checkpoint_selection_best_latest_and_step(trained, tmp_path):
+    config, workdir, _, images = trained
+    from anomaly_core.checkpointing import Checkpointer
+
+    ckpt = Checkpointer(workdir)
+    steps = ckpt.all_steps()
+    recorded = {s: (ckpt.read_meta(s) or {}).get("validation", {}).get("val_score") for s in steps}
+    ckpt.close()
+    assert len(steps) >= 3 and all(v is not None for v in recorded.values()), recorded
+    best = min(steps, key=lambda s: (recorded[s], -s))
+    mesh = parallel.make_mesh()
+    assert program.restore_for_inference(gon_train.METHOD, config, workdir, mesh)[1:] == (
+        best, "best (lowest validation val_score)")
+    for choice, expected in (("latest", max(steps)), (str(min(steps)), min(steps))):
+        other = config.copy_and_resolve_references()
+        other.eval.checkpoint = choice
+        assert program.restore_for_inference(gon_train.METHOD, other, workdir, mesh)[1] == expected
+    other = config.copy_and_resolve_references()
+    other.eval.checkpoint = "999"
+    with pytest.raises(program.CheckpointError, match=r"no checkpoint of step 999 .*config.eval.checkpoint"):
+        program.restore_for_inference(gon_train.METHOD, other, workdir, mesh)
+    results = program.evaluate(gon_train.METHOD, config, workdir)
+    assert results["evaluation"]["train_steps"] == best
+    assert results["evaluation"]["checkpoint"] == "best (lowest validation val_score)"
