@@ -490,12 +490,15 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
 
 
 def predict(method: Method, config, workdir: str, input_dir: str) -> str:
-    mesh = parallel.make_mesh()
-    preflight(method, config, mesh, splits=False)
-    with jax.set_mesh(mesh):
-        state, _, _ = restore_for_inference(method, config, workdir, mesh)
-        score = _jit_score(method, config, mesh)
-        return evaluation.predict(lambda b: score(state, b), config, workdir, input_dir, mesh)
+    """Scores the images in `input_dir` with the run's selected checkpoint (through the same
+    `api.Detector` a Python user loads); writes `<workdir>/predict/`."""
+    from anomaly_core import api  # api builds on this module
+
+    detector = api.Detector(workdir, config=config)
+    if detector.method.name != method.name:
+        raise ValueError(f"config.method={method.name!r} but the run in {workdir} is {detector.method.name!r}")
+    with jax.set_mesh(detector.mesh):
+        return evaluation.predict(detector.score_fn, detector.config, workdir, input_dir, detector.mesh)
 
 
 def load_metrics(workdir: str) -> dict[str, Any]:

@@ -172,3 +172,27 @@ def test_checkpoint_selection_best_latest_and_step(trained, tmp_path):
     results = program.evaluate(gon_train.METHOD, config, workdir)
     assert results["evaluation"]["train_steps"] == best
     assert results["evaluation"]["checkpoint"] == "best (lowest validation val_score)"
+
+
+def test_python_api_scores_equal_the_evaluation_scores(trained):
+    from anomaly_core import api
+
+    config, workdir, root, _ = trained
+    program.evaluate(gon_train.METHOD, config, workdir)
+    with open(os.path.join(workdir, "eval", "scores.csv"), newline="") as f:
+        evaluated = {r["path"]: float(r["score"]) for r in csv.DictReader(f)}
+    detector = api.load(workdir)
+    paths = sorted(evaluated)
+    result = detector.score(paths)
+    assert result.paths == paths
+    np.testing.assert_allclose(result.scores, [evaluated[p] for p in paths], rtol=1e-6)
+    assert result.anomaly_maps.shape == (len(paths), 28, 28) and result.reconstructions.shape == (len(paths), 28, 28, 1)
+    thr = json.load(open(os.path.join(workdir, "eval", "metrics.json")))["thresholds"]["image"]["value"]
+    np.testing.assert_array_equal(result.anomalous, result.scores > thr)
+    np.testing.assert_allclose(result.normalised, result.scores / thr)
+    # Arrays: the same pixels as the files give the same scores (uint8 in, eval transform inside).
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths[:3]])
+    np.testing.assert_allclose(detector.score(pixels).scores, result.scores[:3], rtol=1e-6)
+    assert detector.score(str(os.path.dirname(paths[0]))).scores.shape[0] >= 1  # a folder
