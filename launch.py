@@ -25,11 +25,12 @@ if not any(a.startswith(("-v", "--v=", "--verbosity")) for a in sys.argv[1:]):
 from absl import app, flags
 from ml_collections import config_flags
 
-MODES = ("train", "eval", "predict", "summary")
+MODES = ("train", "eval", "predict", "export", "summary")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and images.")
-_MODE = flags.DEFINE_enum("mode", "train", MODES, "train (then evaluate) | eval | predict | summary.")
+_MODE = flags.DEFINE_enum("mode", "train", MODES, "train (then evaluate) | eval | predict | export (the "
+                          "scoring function as StableHLO, <workdir>/export/) | summary.")
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to score with --mode=predict.")
 _ALLOW_CHANGES = flags.DEFINE_bool(
     "allow_changes", False, "--mode=train in a workdir holding a run trained with other settings (data, seed, "
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"--workdir is required with --mode={mode}")
     if mode == "predict" and not _INPUT.value:
         raise app.UsageError("--mode=predict needs --input=<folder of images>")
-    if mode in ("eval", "predict"):
+    if mode in ("eval", "predict", "export"):
         from anomaly_core import run_config
 
         try:  # the run's own settings from <workdir>/config.json; --config may then be left out

@@ -108,6 +108,10 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
                 _print_summary(module.evaluate(config, workdir))
             elif mode == "predict":
                 print(f"predictions written to {module.predict(config, workdir, input_dir)}")
+            elif mode == "export":
+                from anomaly_core import export
+
+                print(f"exported to {export.export_run(workdir, config)}")
         return 0
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -196,3 +196,46 @@ def test_python_api_scores_equal_the_evaluation_scores(trained):
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths[:3]])
     np.testing.assert_allclose(detector.score(pixels).scores, result.scores[:3], rtol=1e-6)
     assert detector.score(str(os.path.dirname(paths[0]))).scores.shape[0] >= 1  # a folder
+
+
+LOAD_WITH_JAX_ONLY = """
+import json, sys
+import jax, numpy as np
+exported = jax.export.deserialize(open(sys.argv[1], 'rb').read())
+images = np.load(sys.argv[2])
+scores, maps = exported.call(images)
+np.savez(sys.argv[3], scores=np.asarray(scores), maps=np.asarray(maps))
+print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('anomaly_core', 'flax', 'gon_jax', 'optax'))))
+"""
+
+
+def test_stablehlo_export_reproduces_the_scores_in_a_process_with_only_jax(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from anomaly_core import api, export
+
+    config, workdir, _, images_dir = trained
+    out = export.export_run(workdir, None, str(tmp_path / "export"))
+    meta = json.load(open(os.path.join(out, "export.json")))
+    assert meta["input"]["shape"] == ["batch", 28, 28, 1] and meta["input"]["value_range"] == [0.0, 1.0]
+    assert meta["threshold"] == json.load(open(os.path.join(workdir, "eval", "metrics.json")))["thresholds"][
+        "image"]["value"]
+    assert "cpu" in meta["platforms"]
+    detector = api.load(workdir)
+    paths = sorted(os.path.join(images_dir, f) for f in os.listdir(images_dir))
+    expected = detector.score(paths)
+    # The same model inputs the evaluation builds (resized, gray, value range), for any batch size.
+    from anomaly_core import data as data_lib
+
+    split = data_lib.load_image_folder(images_dir, detector.config.data)
+    batch = next(iter(data_lib.eval_batches(detector.config.data, split, batch_size=len(paths))))
+    np.save(tmp_path / "images.npy", np.asarray(batch["image"])[np.asarray(batch["valid"], bool)])
+    proc = subprocess.run([sys.executable, "-c", LOAD_WITH_JAX_ONLY, os.path.join(out, "model.jax_export"),
+                           str(tmp_path / "images.npy"), str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []  # nothing of this project or Flax imported
+    got = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(got["scores"], expected.scores, rtol=1e-4)
+    np.testing.assert_allclose(got["maps"], expected.anomaly_maps, rtol=1e-3, atol=1e-3 * expected.anomaly_maps.max())
