@@ -32,6 +32,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "train (then evaluate) | eval | predict | export (the "
                           "scoring function as StableHLO, <workdir>/export/) | summary.")
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to score with --mode=predict.")
+_OUTPUT = flags.DEFINE_string("output", None, "--mode=predict: folder for predictions.csv, heatmaps and masks "
+                              "(default <workdir>/predict); replaced whole by each prediction run.")
 _ALLOW_CHANGES = flags.DEFINE_bool(
     "allow_changes", False, "--mode=train in a workdir holding a run trained with other settings (data, seed, "
     "model, optimisation): continue that run with this config deliberately instead of refusing.")
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> int:
     from anomaly_core.run import run_mode
 
     return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value,
-                    verbose=flags.FLAGS.verbosity >= 1)
+                    verbose=flags.FLAGS.verbosity >= 1, output=_OUTPUT.value)
 
 
 def explicit_overrides(argv: list[str]) -> list[str]:

@@ -281,9 +281,53 @@ def evaluate(
     return results
 
 
-def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> str:
-    """Scores every image in `input_dir`; writes `<workdir>/predict/`: predictions.csv and
-    heatmaps (`config.eval.predict_heatmaps`: -1 every image, N the first N, 0 none).
+PREDICT_FILES = ("predictions.csv", "_heatmap.png", "_mask.png")  # what a prediction folder holds
+
+
+def _check_replaceable(folder: str) -> None:
+    """A prediction replaces its output folder whole: refuse one that holds anything but an
+    earlier prediction's files (never delete a user's own files)."""
+    if not os.path.exists(folder):
+        return
+    if not os.path.isdir(folder):
+        raise ValueError(f"--output={folder} is a file; predictions need a folder")
+    foreign = [n for n in os.listdir(folder) if not n.endswith(PREDICT_FILES)]
+    if foreign:
+        raise ValueError(f"--output={folder} holds files that are not an earlier prediction's (e.g. {foreign[0]}); "
+                         "each prediction replaces its folder whole, so choose a new or empty folder")
+
+
+def heatmap_range(pixel_threshold: float | None) -> tuple[float, float] | None:
+    """The colour scale of every predict heatmap: 0 to twice the fitted pixel threshold, so
+    the threshold sits at the middle of the colour bar and maps of different images compare;
+    None (each map its own range) when no pixel threshold was fitted."""
+    return None if not pixel_threshold else (0.0, 2.0 * float(pixel_threshold))
+
+
+def _warn_resized(paths: Sequence[str], size: int, max_pixels: int) -> None:
+    """One warning for the images that are not square: resizing to size x size changes
+    their aspect ratio (as it did for the training images)."""
+    from anomaly_core.data import image_io
+
+    changed = []
+    for p in paths:
+        w, h = image_io.check_image(p, max_pixels)  # cached from the listing
+        if w != h:
+            changed.append((p, w, h))
+    if changed:
+        p, w, h = changed[0]
+        log.warning("%d of %d images are not square and were resized to %dx%d without keeping their aspect ratio "
+                    "(e.g. %s, %dx%d): crop them to a square first if the defects are thin", len(changed),
+                    len(paths), size, size, p, w, h)
+
+
+def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, output: str | None = None) -> str:
+    """Scores every image in `input_dir`; writes `output` (default `<workdir>/predict/`):
+    predictions.csv (path, score, normalised score = score / threshold, predicted label,
+    threshold) and per image (`config.eval.predict_heatmaps`: -1 every image, N the first N,
+    0 none) a panel `<stem>_heatmap.png` (input | reconstruction | heatmap on the fixed scale
+    `heatmap_range` | predicted defect region; verdict and scores in the title) and the
+    binary predicted mask `<stem>_mask.png` (map > pixel threshold, model resolution).
 
     The outputs are written into a fresh folder that replaces `predict/` only once complete,
     so the folder always holds one prediction run (an interrupted one leaves the previous).
@@ -294,7 +338,10 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
     check_eval_settings(config)
     heatmaps = config.eval.get("predict_heatmaps", -1)
     folder = data_lib.load_image_folder(input_dir, config.data)
-    final = os.path.join(workdir, "predict")
+    if folder.arrays is None:
+        _warn_resized(folder.paths, int(config.data.image_size), int(config.data.max_image_pixels))
+    final = os.path.abspath(output or os.path.join(workdir, "predict"))
+    _check_replaceable(final)
     outdir = output_folder.stage(final) if jax.process_index() == 0 else ""
     threshold = pixel_threshold = None
     saved = saved_metrics(workdir)
@@ -304,6 +351,7 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
     bs = config.eval.batch_size
     rows = []
     lo, hi = config.data.value_range
+    map_range = heatmap_range(pixel_threshold)
     for local in folder.batches(bs, process_index=jax.process_index(), process_count=jax.process_count()):
         batch = parallel.global_batch(local, mesh)
         res = score_fn(batch)
@@ -319,11 +367,20 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
             pred = "" if threshold is None else int(s > threshold)
             rows.append((path, float(s), pred))
             if jax.process_index() == 0 and (heatmaps < 0 or len(rows) <= heatmaps):
+                if threshold is None:
+                    title = f"score {s:.4g} (no threshold fitted: run --mode=eval)"
+                else:
+                    title = f"{'ANOMALOUS' if pred else 'normal'} | score {s:.4g} = {s / threshold:.2f} x threshold"
+                if map_range is None:
+                    title += " | heatmap on its own scale"
                 visualise.save_png(
                     os.path.join(outdir, f"{stem}_heatmap.png"),
                     visualise.panel(im, rc, m, None, threshold=pixel_threshold, value_range=(lo, hi),
-                                    title=f"score {s:.4g}"),
+                                    map_range=map_range, title=title),
                 )
+                if pixel_threshold is not None:
+                    visualise.save_png(os.path.join(outdir, f"{stem}_mask.png"),
+                                       ((np.asarray(m) > pixel_threshold) * 255).astype(np.uint8))
         if len(rows) // PREDICT_LOG_EVERY > (len(rows) - len(idx)) // PREDICT_LOG_EVERY:
             log.info("predict: %d of %d images scored", len(rows), len(folder.paths))
     if jax.process_index() == 0:
@@ -331,9 +388,10 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh) -> st
         tmp = csv_path + ".tmp"
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["path", "score", "predicted_label", "threshold"])
+            w.writerow(["path", "score", "normalised_score", "predicted_label", "threshold"])
             for path, s, pred in rows:
-                w.writerow([path, f"{s:.8g}", pred, "" if threshold is None else f"{threshold:.8g}"])
+                w.writerow([path, f"{s:.8g}", "" if not threshold else f"{s / threshold:.6g}", pred,
+                            "" if threshold is None else f"{threshold:.8g}"])
         os.replace(tmp, csv_path)
         output_folder.publish(outdir, final)
     log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)

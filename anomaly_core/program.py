@@ -489,7 +489,7 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
             _flush(writer)
 
 
-def predict(method: Method, config, workdir: str, input_dir: str) -> str:
+def predict(method: Method, config, workdir: str, input_dir: str, output: str | None = None) -> str:
     """Scores the images in `input_dir` with the run's selected checkpoint (through the same
     `api.Detector` a Python user loads); writes `<workdir>/predict/`."""
     from anomaly_core import api  # api builds on this module
@@ -498,7 +498,7 @@ def predict(method: Method, config, workdir: str, input_dir: str) -> str:
     if detector.method.name != method.name:
         raise ValueError(f"config.method={method.name!r} but the run in {workdir} is {detector.method.name!r}")
     with jax.set_mesh(detector.mesh):
-        return evaluation.predict(detector.score_fn, detector.config, workdir, input_dir, detector.mesh)
+        return evaluation.predict(detector.score_fn, detector.config, workdir, input_dir, detector.mesh, output)
 
 
 def load_metrics(workdir: str) -> dict[str, Any]:

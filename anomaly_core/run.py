@@ -85,7 +85,7 @@ def enable_compilation_cache() -> None:
 
 
 def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None,
-             allow_changes: bool = False, verbose: bool = False) -> int:
+             allow_changes: bool = False, verbose: bool = False, output: str | None = None) -> int:
     """Runs `mode`; the console is compact unless `verbose` (console.setup), and the full log
     goes to `<workdir>/log.txt`."""
     console.setup(None, verbose=verbose)
@@ -107,7 +107,7 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
             elif mode == "eval":
                 _print_summary(module.evaluate(config, workdir))
             elif mode == "predict":
-                print(f"predictions written to {module.predict(config, workdir, input_dir)}")
+                print(f"predictions written to {module.predict(config, workdir, input_dir, output)}")
             elif mode == "export":
                 from anomaly_core import export
 

@@ -54,7 +54,8 @@ def panel(
     value_range: tuple[float, float] | None = None,
     map_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """input | reconstruction | heatmap overlay | ground-truth contour, as (h, w, 3) uint8.
+    """input | reconstruction | heatmap overlay | ground-truth contour (without a mask: the
+    predicted region map > threshold filled in), as (h, w, 3) uint8.
 
     image, reconstruction: (H, W, C), C in {1, 3}, in `value_range` ([0, 1] or [-1, 1];
     None infers it from the image). anomaly_map: (H, W). mask: (H, W) in {0, 1} or None.
@@ -86,9 +87,16 @@ def panel(
         axes[2].contour(amap > threshold, levels=[0.5], colors="white", linewidths=1.0)
     axes[2].set_title("anomaly map" + ("" if threshold is None else f" (> {threshold:.3g})"), fontsize=9)
     axes[3].imshow(shown)
-    if gt is not None and np.any(gt > 0.5):
-        axes[3].contour(gt > 0.5, levels=[0.5], colors="red", linewidths=1.0)
-    axes[3].set_title("ground truth" if gt is not None else "no mask", fontsize=9)
+    if gt is not None:
+        if np.any(gt > 0.5):
+            axes[3].contour(gt > 0.5, levels=[0.5], colors="red", linewidths=1.0)
+        axes[3].set_title("ground truth", fontsize=9)
+    elif threshold is not None:  # no ground truth: the predicted defect region instead
+        predicted = np.ma.masked_where(~(amap > threshold), np.ones_like(amap))
+        axes[3].imshow(predicted, cmap="autumn", alpha=0.6, vmin=0, vmax=1)
+        axes[3].set_title("predicted defect", fontsize=9)
+    else:
+        axes[3].set_title("no mask, no threshold", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
     if title:

@@ -331,8 +331,8 @@ def evaluate(config, workdir: str) -> dict:
     return program.evaluate(METHOD, config, workdir)
 
 
-def predict(config, workdir: str, input_dir: str) -> str:
-    return program.predict(METHOD, config, workdir, input_dir)
+def predict(config, workdir: str, input_dir: str, output: str | None = None) -> str:
+    return program.predict(METHOD, config, workdir, input_dir, output)
 
 
 def describe(config) -> str:

@@ -239,3 +239,49 @@ def test_stablehlo_export_reproduces_the_scores_in_a_process_with_only_jax(train
     got = np.load(tmp_path / "out.npz")
     np.testing.assert_allclose(got["scores"], expected.scores, rtol=1e-4)
     np.testing.assert_allclose(got["maps"], expected.anomaly_maps, rtol=1e-3, atol=1e-3 * expected.anomaly_maps.max())
+
+
+def test_predict_output_a_person_can_act_on(trained, tmp_path, monkeypatch):
+    from anomaly_core import evaluation, visualise
+
+    config, workdir, root, images = trained
+    program.evaluate(gon_train.METHOD, config, workdir)
+    pixel_thr = json.load(open(os.path.join(workdir, "eval", "metrics.json")))["thresholds"]["pixel"]["value"]
+    ranges = []
+    real_panel = visualise.panel
+    monkeypatch.setattr(visualise, "panel", lambda *a, **k: ranges.append(k["map_range"]) or real_panel(*a, **k))
+    out = str(tmp_path / "predictions")
+    folder = program.predict(gon_train.METHOD, config, workdir, images, out)
+    assert folder == out
+    # One colour scale for every heatmap, with the pixel threshold at its middle.
+    assert ranges and set(ranges) == {(0.0, 2 * pixel_thr)} == {evaluation.heatmap_range(pixel_thr)}
+    rows = list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))
+    names = sorted(os.listdir(out))
+    stems = [n[: -len("_heatmap.png")] for n in names if n.endswith("_heatmap.png")]
+    assert len(stems) == len(rows) == 3 and sorted(n for n in names if n.endswith("_mask.png")) == [
+        f"{s}_mask.png" for s in stems]
+    for r in rows:
+        assert float(r["normalised_score"]) == pytest.approx(float(r["score"]) / float(r["threshold"]), rel=1e-5)
+    # Predicting a second, smaller set replaces the folder whole: files and CSV agree.
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(os.path.join(images, sorted(os.listdir(images))[0]), one / "x.png")
+    program.predict(gon_train.METHOD, config, workdir, str(one), out)
+    assert len(list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))) == 1
+    assert sorted(os.listdir(out)) == ["00000_x_heatmap.png", "00000_x_mask.png", "predictions.csv"]
+    # A folder of the user's own files is never replaced.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not an earlier prediction's"):
+        program.predict(gon_train.METHOD, config, workdir, str(one), str(mine))
+    assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_non_square_inputs_are_named_in_a_warning(trained, tmp_path, caplog):
+    config, workdir, _, _ = trained
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    write_image(str(folder / "wide.png"), noise_image(np.random.default_rng(1), 28, 56))
+    program.predict(gon_train.METHOD, config, workdir, str(folder), str(tmp_path / "out"))
+    assert "1 of 1 images are not square and were resized to 28x28" in caplog.text and "56x28" in caplog.text
