@@ -1,4 +1,4 @@
-"""Anomaly-detection metrics, computed exactly (no binning), as EVALUATION.md defines them.
+"""Anomaly-detection metrics, computed exactly (no binning), as docs/METHODS.md 4 defines them.
 
 Conventions used throughout:
 - Curves (ROC, PR, PRO, F1 sweep) count an example or pixel as predicted anomalous at
@@ -199,7 +199,7 @@ def resize_anomaly_maps(anomaly_maps, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (N, H, W) maps to (N, *size), half-pixel centres, no antialiasing.
 
     Equals torch's `interpolate(mode='bilinear', align_corners=False)`; used to evaluate
-    at native mask resolution (EVALUATION.md: MVTec's script compares at original size).
+    at native mask resolution (docs/METHODS.md 4: MVTec's script compares at original size).
     """
     maps = np.asarray(anomaly_maps, dtype=np.float32)
     if maps.ndim != 3:
@@ -275,7 +275,7 @@ def evaluate_anomaly_detection(
     fpr_limit: float = 0.3,
     mask_resolution: str = "model",
 ) -> dict[str, Any]:
-    """The full metrics dict for metrics.json (EVALUATION.md).
+    """The full metrics dict for metrics.json (docs/METHODS.md 4).
 
     Args:
       test_scores, test_labels: (N,) image scores (the method's own) and labels {0, 1}.

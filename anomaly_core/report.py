@@ -135,7 +135,7 @@ def write_evaluation(
     step: int = 0,
     writer_panels: int = 4,
 ) -> dict[str, str]:
-    """Writes the evaluation outputs of EVALUATION.md into `outdir`.
+    """Writes the evaluation outputs of docs/METHODS.md 4 into `outdir`.
 
     Args:
       metrics: the dict of `metrics.evaluate_anomaly_detection` (extra keys welcome).

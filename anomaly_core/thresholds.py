@@ -1,4 +1,4 @@
-"""Score thresholds: the exact threshold sweep, F1-max, and fitting rules (EVALUATION.md).
+"""Score thresholds: the exact threshold sweep, F1-max, and fitting rules (docs/METHODS.md 4).
 
 A fitted threshold is applied as `score > threshold` (anomalous), as in the GON reference
 (`reconstruction_errors > threshold`). Curves and sweeps count `score >= t` at each unique
@@ -113,7 +113,7 @@ def mean_std_threshold(normal_scores, k: float = 2.0) -> float:
 def fit_threshold(val_scores, val_labels=None, rule: str = "auto", k: float = 2.0) -> tuple[float, str]:
     """Fits a threshold on validation data; returns (threshold, rule_used).
 
-    rule 'auto' (EVALUATION.md): 'f1' when the validation labels contain anomalies,
+    rule 'auto' (docs/METHODS.md 4): 'f1' when the validation labels contain anomalies,
     otherwise 'mean_std' (mean + k * std of the validation normal scores). val_labels None
     means every validation score is normal. rule_used is 'f1' or 'mean_std'.
     """

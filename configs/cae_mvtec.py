@@ -1,4 +1,4 @@
-"""Convolutional autoencoder baseline on MVTec AD, 15 categories pooled (REFERENCE.md 2.7):
+"""Convolutional autoencoder baseline on MVTec AD, 15 categories pooled (docs/METHODS.md 2.7):
 64x64x3 in [0, 1] (sigmoid output), MSE, Adam 1e-4, batch 64; trained properly (the
 reference fitted one repeated batch for 30 steps).
 

@@ -16,7 +16,7 @@ def eval_config(**overrides) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(dict(
         batch_size=32,
         max_panels=24,  # per-image PNG panels written for the test split
-        threshold_rule="auto",  # EVALUATION.md: F1-optimal on val if it has anomalies, else mean + 2 std
+        threshold_rule="auto",  # docs/METHODS.md 4: F1-optimal on val if it has anomalies, else mean + 2 std
         aupro_fpr_limit=0.3,
         baseline=True,  # also score the test split with |x - mean training image| (no learning)
         predict_heatmaps=-1,  # --mode=predict: heatmap PNGs for every image (-1) or the first N (0: none)

@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = common.eval_config(
         kappa=1.0,
         smoothing_sigma=4.0,  # Gaussian smoothing of the anomaly map in pixels (0 = off)
-        image_score="fanogan",  # 'fanogan' (REFERENCE.md 1.7) | 'max_map'
+        image_score="fanogan",  # 'fanogan' (docs/METHODS.md 1.7) | 'max_map'
     )
     config.distributed = common.distributed_config()
     return config

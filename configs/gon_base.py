@@ -1,4 +1,4 @@
-"""The settings every GON / CAE config starts from (REFERENCE.md 2)."""
+"""The settings every GON / CAE config starts from (docs/METHODS.md 2)."""
 from __future__ import annotations
 
 import ml_collections

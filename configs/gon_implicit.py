@@ -1,4 +1,4 @@
-"""Implicit GON (SIREN over pixel coordinates, REFERENCE.md 2.4) on corrupted MNIST:
+"""Implicit GON (SIREN over pixel coordinates, docs/METHODS.md 2.4) on corrupted MNIST:
 nz 32, four 256-wide sine layers, w0 30, batch 64, Adam 1e-4.
 
   python launch.py --config=configs/gon_implicit.py --workdir=runs/gon_implicit

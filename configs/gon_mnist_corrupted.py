@@ -1,4 +1,4 @@
-"""Convolutional GON on corrupted MNIST (REFERENCE.md 2.3, 3): train on 'identity', test on
+"""Convolutional GON on corrupted MNIST (docs/METHODS.md 2.3, 3): train on 'identity', test on
 the first 2,000 test images of each of the 15 corruptions (identity = normal).
 28x28x1 in [0, 1], nz 100, ngf 64, Adam 1e-3, batch 128, 30 epochs of the training images.
 

@@ -1,5 +1,5 @@
 """Convolutional GON on MVTec AD, all 15 categories pooled as in the reference notebook
-(REFERENCE.md 2.2): 64x64x3 in [-1, 1], nz 100, ngf 124, Adam 1e-4, batch 64, 3001 steps.
+(docs/METHODS.md 2.2): 64x64x3 in [-1, 1], nz 100, ngf 124, Adam 1e-4, batch 64, 3001 steps.
 
   python launch.py --config=configs/gon_mvtec.py --workdir=runs/gon_mvtec \
       --config.data.root=/path/to/mvtec_anomaly_detection

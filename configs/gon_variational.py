@@ -1,4 +1,4 @@
-"""Variational GON (REFERENCE.md 2.5): mu/logvar heads on the gradient-origin latent, conv
+"""Variational GON (docs/METHODS.md 2.5): mu/logvar heads on the gradient-origin latent, conv
 decoder with sigmoid output, BCE + KL as inner and outer loss; nz 48, ngf 32, 32x32.
 Trained on corrupted MNIST 'identity' resized to 32x32, scored like the conv GON.
 

@@ -34,7 +34,7 @@ ORIGINAL_COMPUTE = {"generator": {"generator_output": "relu_tanh"},
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-    """Full-size f-UNetGAN model settings (REFERENCE.md 1): 128x128x3, z 100, width 64."""
+    """Full-size f-UNetGAN model settings (docs/METHODS.md 1): 128x128x3, z 100, width 64."""
     return ml_collections.ConfigDict(dict(
         image_size=128,
         channels=3,

@@ -1,4 +1,4 @@
-"""CBAM attention (REFERENCE.md 1.1): channel gate, then spatial gate on the gated tensor."""
+"""CBAM attention (docs/METHODS.md 1.1): channel gate, then spatial gate on the gated tensor."""
 
 from typing import Any
 

@@ -1,4 +1,4 @@
-"""U-Net discriminator (REFERENCE.md 1.3) and the ResidualConv block it shares with the encoder.
+"""U-Net discriminator (docs/METHODS.md 1.3) and the ResidualConv block it shares with the encoder.
 
 The paper's four variants are one module: block in {'residual', 'conv'} (the 'conv' block is
 ResidualConv without its shortcut) x attention in {'none', 'cbam'} (contracting path only).

@@ -1,4 +1,4 @@
-"""f-UNetGAN encoder (REFERENCE.md 1.4): image -> latent in (-1, 1)."""
+"""f-UNetGAN encoder (docs/METHODS.md 1.4): image -> latent in (-1, 1)."""
 
 from typing import Any
 

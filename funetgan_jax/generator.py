@@ -1,4 +1,4 @@
-"""f-UNetGAN generator (REFERENCE.md 1.2): SN Dense -> 4x4 -> GResBlock+CBAM up stages -> head."""
+"""f-UNetGAN generator (docs/METHODS.md 1.2): SN Dense -> 4x4 -> GResBlock+CBAM up stages -> head."""
 
 import functools
 from typing import Any

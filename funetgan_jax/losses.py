@@ -1,4 +1,4 @@
-"""f-UNetGAN losses (REFERENCE.md 1.5 adversarial stage, 1.6 encoder stage).
+"""f-UNetGAN losses (docs/METHODS.md 1.5 adversarial stage, 1.6 encoder stage).
 
 The networks enter only as callables, so this file does not depend on the modules.
 A discriminator output is either `DiscriminatorOutput` (global_logit (B,), pixel_logits
@@ -129,7 +129,7 @@ def gradient_penalties(d_fn: Callable[[Array], Any], x_hat: Array, *, has_aux: b
     PyTorch's autograd.grad(grad_outputs=ones); this equals the per-sample gradient only
     when samples do not interact inside D. BatchNorm in training mode (CBAM spatial gate,
     norm 'batch') couples them, so each sample's "gradient" then also carries the other
-    samples' outputs; that is the reference's behaviour (REFERENCE.md 1.1 note).
+    samples' outputs; that is the reference's behaviour (docs/METHODS.md 1.1 note).
     The result is differentiable w.r.t. whatever d_fn closes over (second order).
 
     Returns (gp_enc, gp_dec), or ((gp_enc, gp_dec), aux) with has_aux=True.
@@ -170,7 +170,7 @@ def discriminator_loss(
     lambda_mix: float = 1.0,
     pixel_reduction: str = "sum",
 ) -> tuple[Array, Metrics]:
-    """L_D = L_enc + L_dec + lambda_mix * L_mix (REFERENCE.md 1.5) from computed outputs.
+    """L_D = L_enc + L_dec + lambda_mix * L_mix (docs/METHODS.md 1.5) from computed outputs.
 
     d_real, d_fake: discriminator outputs on the real and fake batches; d_mixed: the output
     (or just its pixel logits) on the mixed batch.
@@ -244,7 +244,7 @@ def discriminator_loss_from_networks(
     from the state the previous one left. rng is split into (mix key, interpolation key)
     for `consistency_mix` and `interpolation_weights` (`interpolation`: 'per_channel' |
     'per_sample'). One set of interpolates
-    serves both penalties (REFERENCE.md 1.5; the reference's missing GP functions would
+    serves both penalties (docs/METHODS.md 1.5; the reference's missing GP functions would
     have drawn one set per head).
     Returns (loss, (metrics, state)) as in `discriminator_loss`.
     """
@@ -328,7 +328,7 @@ def encoder_loss(
     kappa: float = 1.0,
     detach_critic: bool = False,
 ) -> tuple[Array, tuple[Metrics, Any]]:
-    """Stage-2 objective (REFERENCE.md 1.6, f-AnoGAN izi_f): xr = G(E(x)), L_E as in
+    """Stage-2 objective (docs/METHODS.md 1.6, f-AnoGAN izi_f): xr = G(E(x)), L_E as in
     `encoder_loss_terms`.
 
     encode_fn(x, state) -> (z, new state): the encoder being trained (its `spectral`

@@ -1,4 +1,4 @@
-"""Real/fake mixing for the f-UNetGAN discriminator step (REFERENCE.md 1.5).
+"""Real/fake mixing for the f-UNetGAN discriminator step (docs/METHODS.md 1.5).
 
 Every mixing weight here is the weight of the REAL image: 1 = real, 0 = fake, so
 `mixed = w * real + (1 - w) * fake` and the consistency target is

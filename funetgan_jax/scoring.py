@@ -1,4 +1,4 @@
-"""f-UNetGAN anomaly maps and image scores (REFERENCE.md 1.7).
+"""f-UNetGAN anomaly maps and image scores (docs/METHODS.md 1.7).
 
 The reference's map, |xr - x| + mean(|f_dec(xr) - f_dec(x)|), adds ONE scalar averaged
 over the whole batch and all pixels and channels to every pixel: the feature term then

@@ -153,7 +153,7 @@ class SpatialGate(nn.Module):
 
 
 class CBAM(nn.Module):
-    """Channel gate then spatial gate (REFERENCE.md 1.1). Shape-preserving."""
+    """Channel gate then spatial gate (docs/METHODS.md 1.1). Shape-preserving."""
 
     def __init__(self, channels: int, reduction: int = 16, spatial_norm: str = "batch"):
         super().__init__()
@@ -169,7 +169,7 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
 
 
 class GResidualBlock(nn.Module):
-    """Generator block (REFERENCE.md 1.2): (B, in, H, W) -> (B, out, 2H, 2W)."""
+    """Generator block (docs/METHODS.md 1.2): (B, in, H, W) -> (B, out, 2H, 2W)."""
 
     def __init__(self, in_ch: int, out_ch: int, spectral_norm: str = "biggan"):
         super().__init__()
@@ -233,7 +233,7 @@ class Generator(nn.Module):
 
 
 class ResidualConv(nn.Module):
-    """Discriminator/encoder block (REFERENCE.md 1.3, 1.4).
+    """Discriminator/encoder block (docs/METHODS.md 1.3, 1.4).
 
     block='residual' adds the shortcut, 'conv' omits it; pool='max' (discriminator) or
     'avg' (encoder); attention='cbam' applies CBAM after the pooling.
@@ -287,7 +287,7 @@ class ResidualConv(nn.Module):
 
 
 class UNetDiscriminator(nn.Module):
-    """U-Net critic (REFERENCE.md 1.3) with the two switches block and attention.
+    """U-Net critic (docs/METHODS.md 1.3) with the two switches block and attention.
 
     forward(x (B, C, S, S)) -> (d_enc (B,), d_dec (B, 1, S, S)); with
     return_features=True also (f_enc (B, 16ch), f_dec (B, ch, S, S)).
@@ -338,7 +338,7 @@ class UNetDiscriminator(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Image (B, C, S, S) -> latent (B, z_dim) in (-1, 1) (REFERENCE.md 1.4).
+    """Image (B, C, S, S) -> latent (B, z_dim) in (-1, 1) (docs/METHODS.md 1.4).
 
     The final spatial size is S / 2**(len(multipliers) - 1); the flatten is channel-major.
     """

@@ -1,6 +1,6 @@
 """f-UNetGAN training stages, scoring and the entry points launch.py calls.
 
-Stage 1 'adversarial' (REFERENCE.md 1.5): each jitted call runs n_critic discriminator
+Stage 1 'adversarial' (docs/METHODS.md 1.5): each jitted call runs n_critic discriminator
 updates (a `lax.scan` over n_critic batches) followed by one generator update with the last
 discriminator step's z. Stage 2 'encoder' (1.6): the encoder trains through frozen G and D.
 The state is one pytree: {'g', 'd', 'e'} variables (params, batch_stats, spectral) and
@@ -163,7 +163,7 @@ def adversarial_step(config, state, batches, rng):
     (g_vars, d_vars, opt_d), (d_metrics, zs) = jax.lax.scan(
         d_update, (state["g"], state["d"], state["opt_d"]), (images, keys), unroll=unroll
     )
-    z = zs[-1]  # the generator step reuses the last discriminator step's z (REFERENCE.md 1.5)
+    z = zs[-1]  # the generator step reuses the last discriminator step's z (docs/METHODS.md 1.5)
     g_vars, d_vars, opt_g, g_metrics = generator_update(config, g_vars, d_vars, state["opt_g"], z)
     metrics = {k: jnp.mean(v) for k, v in d_metrics.items()} | g_metrics
     new_state = dict(state)
@@ -191,7 +191,7 @@ def _frozen_fns(config, state):
 
 
 def encoder_objective(config, state, e_params, e_state, x, rng=None):
-    """L_E of REFERENCE.md 1.6 on real images x; with config.train.latent_weight > 0 plus
+    """L_E of docs/METHODS.md 1.6 on real images x; with config.train.latent_weight > 0 plus
     latent_weight * mean (E(G(z)) - z)^2 on G's samples at z ~ N(0, I) (f-AnoGAN's 'ziz'
     term: it teaches E to invert G on G's own range; needs `rng`)."""
     _, _, E = networks(config)
@@ -248,7 +248,7 @@ def score_fn(config):
 
 
 def validation_fn(config):
-    """Per-example encoder loss (REFERENCE.md 1.6) on validation data, eval mode: picks the best encoder."""
+    """Per-example encoder loss (docs/METHODS.md 1.6) on validation data, eval mode: picks the best encoder."""
 
     def one(x, xr, fx, fxr):
         add_batch = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731

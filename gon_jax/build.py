@@ -29,17 +29,17 @@ KINDS = ("conv_gon", "implicit_gon", "variational_gon", "cae")
 STAGE_LAYOUTS = {"mvtec": mvtec_stages, "mnist": mnist_stages, "vae32": vae32_stages}
 
 _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    # REFERENCE.md 2.2
+    # docs/METHODS.md 2.2
     ("conv_gon", "mvtec"): dict(nz=100, ngf=124, image_size=64, channels=3, activation="elu", out_activation="tanh"),
-    # REFERENCE.md 2.3
+    # docs/METHODS.md 2.3
     ("conv_gon", "mnist"): dict(nz=100, ngf=64, image_size=28, channels=1, activation="elu", out_activation="tanh"),
-    # REFERENCE.md 2.5 (ReLU and sigmoid as in cwkx/GON Variational-GON.py)
+    # docs/METHODS.md 2.5 (ReLU and sigmoid as in cwkx/GON Variational-GON.py)
     ("variational_gon", "vae32"): dict(nz=48, ngf=32, image_size=32, channels=1, activation="relu",
                                        out_activation="sigmoid"),
-    # REFERENCE.md 2.4
+    # docs/METHODS.md 2.4
     ("implicit_gon", "mnist"): dict(nz=32, image_size=28, channels=1, hidden=(256, 256, 256, 256), w0=30.0),
     ("implicit_gon", "mvtec"): dict(nz=32, image_size=64, channels=3, hidden=(256, 256, 256, 256), w0=30.0),
-    # REFERENCE.md 2.7
+    # docs/METHODS.md 2.7
     ("cae", "mvtec"): dict(image_size=64, channels=3, widths=(32, 64)),
     ("cae", "mnist"): dict(image_size=28, channels=1, widths=(32, 64)),
 }

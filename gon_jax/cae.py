@@ -1,4 +1,4 @@
-"""Convolutional autoencoder baseline (REFERENCE.md 2.7), the comparison model of the GON seed.
+"""Convolutional autoencoder baseline (docs/METHODS.md 2.7), the comparison model of the GON seed.
 
   Conv3x3(C->32, pad 1) ReLU MaxPool2 -> Conv3x3(32->64, pad 1) ReLU MaxPool2 ->
   ConvT(64->32, k3 s2 p1 op1) ReLU -> ConvT(32->C, k3 s2 p1 op1) sigmoid

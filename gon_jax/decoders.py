@@ -1,4 +1,4 @@
-"""Convolutional GON decoders (REFERENCE.md 2.2, 2.3, 2.5) and the PyTorch-semantics layers they use.
+"""Convolutional GON decoders (docs/METHODS.md 2.2, 2.3, 2.5) and the PyTorch-semantics layers they use.
 
 One module, `ConvDecoder`, takes a latent z (B, nz), views it as a 1x1 image (B, 1, 1, nz)
 (PyTorch's (B, nz, 1, 1)) and applies a list of stages; every stage but the last is

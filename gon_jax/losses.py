@@ -1,4 +1,4 @@
-"""GON inner/outer losses (REFERENCE.md 2.1, 2.4, 2.5) and the CAE baseline loss (2.7).
+"""GON inner/outer losses (docs/METHODS.md 2.1, 2.4, 2.5) and the CAE baseline loss (2.7).
 
 All take images NHWC. Every GON loss is a mean over the batch of a per-sample term, so
 d loss / d z_i = (1/B) d term_i / d z_i: gon_jax.origin relies on this to rescale latents.

@@ -1,4 +1,4 @@
-"""The GON step (REFERENCE.md 2.1): the latent is minus the gradient of the loss at z0 = 0.
+"""The GON step (docs/METHODS.md 2.1): the latent is minus the gradient of the loss at z0 = 0.
 
   z0 = 0 (B, nz);  z = -d L_inner / d z at z0;  L_outer = L(F(z), x)
 and F is trained on d L_outer / d params, second order through z (z is a function of the

@@ -1,4 +1,4 @@
-"""GON anomaly scores (REFERENCE.md 2.6): encode each image with the gradient step, score the
+"""GON anomaly scores (docs/METHODS.md 2.6): encode each image with the gradient step, score the
 reconstruction. Thresholds and AUROC live in anomaly_core (thresholds.py, metrics.py).
 
   s(x) = mean over (H, W, C) of (F(z(x)) - x)^2,   z(x) = -d L_inner / d z at 0,

@@ -1,4 +1,4 @@
-"""Implicit GON (REFERENCE.md 2.4): a SIREN over pixel coordinates conditioned on the latent.
+"""Implicit GON (docs/METHODS.md 2.4): a SIREN over pixel coordinates conditioned on the latent.
 
 Every pixel (h, w) gets the coordinate c = (linspace(-1,1,H)[h], linspace(-1,1,W)[w]) (ij
 meshgrid flattened row-major, so coordinate index h*W + w is pixel (h, w), as in the

@@ -1,4 +1,4 @@
-"""PyTorch rendering of the GON networks and the CAE baseline (REFERENCE.md section 2), NCHW.
+"""PyTorch rendering of the GON networks and the CAE baseline (docs/METHODS.md section 2), NCHW.
 
 Written from the specification; it is the mirror the parity tests compare the JAX port
 with and the target of `anomaly_core.torch_import`. Attribute names follow the reference
@@ -53,7 +53,7 @@ def conv_decoder_layers(nz: int, stages: Sequence[Stage], activation: str = "elu
 
 
 class ConvGON(nn.Module):
-    """Conv GON decoder: z (B, nz) or (B, nz, 1, 1) -> image (B, C, S, S) (REFERENCE.md 2.2/2.3).
+    """Conv GON decoder: z (B, nz) or (B, nz, 1, 1) -> image (B, C, S, S) (docs/METHODS.md 2.2/2.3).
 
     stages: e.g. mvtec_stages(124, 3) (S = 64, the default) or mnist_stages(64, 1) (S = 28).
     """
@@ -88,7 +88,7 @@ class SirenLayer(nn.Module):
 
 
 class ImplicitGON(nn.Sequential):
-    """SIREN over [coordinates, z]: (B, N, 2 + nz) -> (B, N, C) (REFERENCE.md 2.4).
+    """SIREN over [coordinates, z]: (B, N, 2 + nz) -> (B, N, C) (docs/METHODS.md 2.4).
 
     dims = (2 + nz, hidden..., C); every layer but the last is a sine layer.
     """
@@ -126,7 +126,7 @@ def implicit_input(z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 
 
 class VariationalGON(nn.Module):
-    """Variational GON (REFERENCE.md 2.5): z (B, nz) -> (p (B, C, S, S) in (0, 1), mu, logvar).
+    """Variational GON (docs/METHODS.md 2.5): z (B, nz) -> (p (B, C, S, S) in (0, 1), mu, logvar).
 
     Decoder stages default to vae32_stages() (S = 32) with ReLU, as in cwkx/GON.
 
@@ -152,7 +152,7 @@ class VariationalGON(nn.Module):
 
 
 class ConvAutoencoder(nn.Module):
-    """CAE baseline (REFERENCE.md 2.7): (B, C, H, W) -> (B, C, H, W) in (0, 1), H, W divisible by 4."""
+    """CAE baseline (docs/METHODS.md 2.7): (B, C, H, W) -> (B, C, H, W) in (0, 1), H, W divisible by 4."""
 
     def __init__(self, channels: int = 3, widths: tuple[int, int] = (32, 64)):
         super().__init__()
@@ -220,7 +220,7 @@ def gradient_origin_latent(loss_at: Callable[[torch.Tensor], torch.Tensor], batc
 
 
 def conv_gon_step(model: ConvGON, x: torch.Tensor, nz: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One GON step of the notebooks (REFERENCE.md 2.1): returns (z (B, nz), outer loss).
+    """One GON step of the notebooks (docs/METHODS.md 2.1): returns (z (B, nz), outer loss).
 
     The outer loss is differentiable w.r.t. the parameters through the inner gradient.
     """

@@ -1,4 +1,4 @@
-"""GON and CAE training, scoring and the entry points launch.py calls (REFERENCE.md 2).
+"""GON and CAE training, scoring and the entry points launch.py calls (docs/METHODS.md 2).
 
 One stage 'gon': each step encodes the batch with the gradient origin (z = -grad at 0),
 decodes, and trains on the outer loss through z (second order). The CAE baseline shares the

@@ -1,4 +1,4 @@
-"""Variational GON (REFERENCE.md 2.5, original GON code `Variational-GON.py`).
+"""Variational GON (docs/METHODS.md 2.5, original GON code `Variational-GON.py`).
 
 The gradient-origin latent z goes through two Dense(nz -> nz) heads giving mu and logvar;
 training samples z' = mu + eps * exp(logvar / 2) (eps from the 'reparam' rng), eval uses

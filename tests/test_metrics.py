@@ -184,7 +184,7 @@ def test_binary_metrics_hand_case_and_zero_division():
 
 
 def test_gon_reference_confusion_matrix_gives_published_accuracy():
-    # EVALUATION.md: GON on corrupted MNIST, TN 1913, FP 87, FN 21567, TP 6433, accuracy 0.278.
+    # docs/METHODS.md 4: GON on corrupted MNIST, TN 1913, FP 87, FN 21567, TP 6433, accuracy 0.278.
     target = np.repeat([0, 0, 1, 1], [1913, 87, 21567, 6433]).astype(bool)
     pred = np.repeat([0, 1, 0, 1], [1913, 87, 21567, 6433]).astype(bool)
     m = metrics.binary_metrics(pred, target)

@@ -1,6 +1,6 @@
 """Numerical parity of the f-UNetGAN networks, losses and optimiser with the PyTorch mirror.
 
-The PyTorch side is funetgan_jax/torch_reference.py plus the loss formulas of REFERENCE.md
+The PyTorch side is funetgan_jax/torch_reference.py plus the loss formulas of docs/METHODS.md
 1.5/1.6 written out below; weights go PyTorch -> Flax through anomaly_core.torch_import.
 Tolerances and why they are what they are: tests/parity_helpers.py (forward outputs within
 1e-5 of the output scale; gradients as accurate as PyTorch's own float32 ones, measured
@@ -199,7 +199,7 @@ def test_discriminator_forward_parity_moderate_size():
 
 
 # ----------------------------------------------------------------------------------------
-# Gradients: the PyTorch losses are REFERENCE.md 1.5 / 1.6 written out independently.
+# Gradients: the PyTorch losses are docs/METHODS.md 1.5 / 1.6 written out independently.
 
 
 def torch_pixel_sum(d_dec):
@@ -229,7 +229,7 @@ def torch_generator_loss(g, d, z):
 
 
 def torch_encoder_loss(e, g, d, x, kappa=1.0):
-    """REFERENCE.md 1.6: image term + kappa * both feature terms, gradients through frozen D and G."""
+    """docs/METHODS.md 1.6: image term + kappa * both feature terms, gradients through frozen D and G."""
     xr = g(e(x))
     with torch.no_grad():
         _, _, f_enc_x, f_dec_x = d(x, return_features=True)
@@ -313,7 +313,7 @@ def test_discriminator_loss_gradient_parity(trio):
 
 def test_gradient_penalty_through_cbam_parity():
     """Both penalties' second-order path through CBAM with its BatchNorm on batch statistics,
-    which couples the samples (REFERENCE.md 1.1 note): PyTorch's hand-written batch-norm
+    which couples the samples (docs/METHODS.md 1.1 note): PyTorch's hand-written batch-norm
     double backward against JAX's autodiff, on one CBAM block standing in for the critic
     (global logit = a fixed weighting of the block's output summed per sample, pixel logits =
     the same summed over channels)."""
@@ -427,7 +427,7 @@ def test_encoder_loss_gradient_parity(trio):
 
 
 def test_adam_steps_match_torch(trio):
-    """optax.adam and torch.optim.Adam (REFERENCE.md 1.5: lr 1e-4, betas (0.0, 0.9), eps 1e-8)
+    """optax.adam and torch.optim.Adam (docs/METHODS.md 1.5: lr 1e-4, betas (0.0, 0.9), eps 1e-8)
     fed the same gradients give the same parameters, step after step.
 
     Each side's own gradients would not do: the first Adam step is lr * g / (|g| + eps), so a

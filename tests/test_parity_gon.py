@@ -132,7 +132,7 @@ def away_from_init(tm):
     network.
 
     At z0 = 0 every sample has the same first-layer activations, so the first BatchNorm sees
-    zero batch variance and outputs exactly its bias (REFERENCE.md 2.1). With the init bias 0
+    zero batch variance and outputs exactly its bias (docs/METHODS.md 2.1). With the init bias 0
     the ELU after it is evaluated at 0, where its second derivative jumps (0 for x > 0,
     1 for x <= 0): the second-order GON gradient is then decided by the sign of rounding
     noise (the batch mean of identical values is exact in PyTorch's BatchNorm, a few ulp off
