@@ -25,12 +25,13 @@ if not any(a.startswith(("-v", "--v=", "--verbosity")) for a in sys.argv[1:]):
 from absl import app, flags
 from ml_collections import config_flags
 
-MODES = ("train", "eval", "predict", "export", "summary")
+MODES = ("train", "eval", "predict", "export", "summary", "config")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and images.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "train (then evaluate) | eval | predict | export (the "
-                          "scoring function as StableHLO, <workdir>/export/) | summary.")
+                          "scoring function as StableHLO, <workdir>/export/) | summary | config (every setting, "
+                          "resolved, with its meaning; with --workdir, the run's own).")
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to score with --mode=predict.")
 _OUTPUT = flags.DEFINE_string("output", None, "--mode=predict: folder for predictions.csv, heatmaps and masks "
                               "(default <workdir>/predict); replaced whole by each prediction run.")
@@ -60,11 +61,11 @@ def main(argv: list[str]) -> int:
         print(f"error: --config={flags.FLAGS['config'].config_filename}: {config_load_error(e)}", file=sys.stderr)
         return 2
     mode = _MODE.value
-    if mode != "summary" and not _WORKDIR.value:
+    if mode not in ("summary", "config") and not _WORKDIR.value:
         raise app.UsageError(f"--workdir is required with --mode={mode}")
     if mode == "predict" and not _INPUT.value:
         raise app.UsageError("--mode=predict needs --input=<folder of images>")
-    if mode in ("eval", "predict", "export"):
+    if mode in ("eval", "predict", "export") or (mode == "config" and _WORKDIR.value):
         from anomaly_core import run_config
 
         try:  # the run's own settings from <workdir>/config.json; --config may then be left out
@@ -76,6 +77,11 @@ def main(argv: list[str]) -> int:
         raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py (--mode=eval and "
                              "--mode=predict read it from the workdir's config.json when there is one)")
 
+    if mode == "config":
+        from anomaly_core import config_docs
+
+        print(config_docs.describe(config))
+        return 0
     from anomaly_core import parallel  # imports jax: after flag parsing so --help stays fast
 
     parallel.maybe_initialize_distributed(config.get("distributed"))

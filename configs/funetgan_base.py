@@ -26,8 +26,8 @@ from funetgan_jax.build import ORIGINAL_COMPUTE, default_model_config
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.method = "funetgan"
-    config.seed = 0
+    config.method = "funetgan"  # the method package: 'funetgan' | 'gon'
+    config.seed = 0  # seeds initialisation, data order and every step's randomness
 
     config.data = default_data_config()
     config.data.image_size = 128
@@ -43,17 +43,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.generator_output = "tanh"
 
     config.train = ml_collections.ConfigDict(dict(
-        batch_size=16,
+        batch_size=16,  # global training batch (a multiple of the device count)
         generator_steps=10_000,  # stage 1 length in generator updates (each after n_critic D updates)
         encoder_steps=10_000,  # stage 2 length in encoder updates
-        n_critic=5,
-        lr_g=1e-4,
-        lr_d=1e-4,
-        lr_e=1e-4,
-        betas=(0.0, 0.9),
+        n_critic=5,  # discriminator updates per generator update
+        lr_g=1e-4,  # Adam learning rate of the generator
+        lr_d=1e-4,  # Adam learning rate of the discriminator
+        lr_e=1e-4,  # learning rate of the encoder
+        betas=(0.0, 0.9),  # Adam betas (b1, b2) of the three optimisers
         encoder_optimizer="adam",  # 'adam' | 'rmsprop' (f-AnoGAN used RMSProp 5e-5)
-        lambda_gp=10.0,
-        lambda_mix=1.0,
+        lambda_gp=10.0,  # weight of the gradient penalties
+        lambda_mix=1.0,  # weight of the per-pixel consistency loss
         consistency="mixup",  # 'mixup' (paper) | 'cutmix' (U-Net GAN) | 'none'
         interpolation="per_channel",  # GP interpolates: 'per_channel' (reference) | 'per_sample'
         # Decoder-head losses and penalty over the pixel logits: 'sum' (reference; scale grows
@@ -67,8 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
         encoder_target="logits",
         latent_weight=0.0,  # weight of mean (E(G(z)) - z)^2 in the encoder loss (f-AnoGAN 'ziz'; 0 = off)
         detach_critic=False,  # True reproduces the reference's detached critic terms
-        log_every=50,
-        checkpoint_every=1000,
+        log_every=50,  # steps between progress lines (and metric checks)
+        checkpoint_every=1000,  # steps between checkpoints (and validation passes)
         # Exponential moving average of G's weights for the encoder stage, scoring and samples
         # (ProGAN/BigGAN practice; not in the reference): 0 = off, else the decay, e.g. 0.999.
         g_ema_decay=0.0,
@@ -76,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     config.checkpoint = common.checkpoint_config()
     config.eval = common.eval_config(
-        kappa=1.0,
+        kappa=1.0,  # weight of the discriminator terms in the anomaly map and the image score
         smoothing_sigma=4.0,  # Gaussian smoothing of the anomaly map in pixels (0 = off)
         image_score="fanogan",  # 'fanogan' (docs/METHODS.md 1.7) | 'max_map'
     )

@@ -10,8 +10,8 @@ from gon_jax.build import default_gon_model_config
 
 def base_config(kind: str, preset: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.method = "gon"
-    config.seed = 0
+    config.method = "gon"  # the method package: 'funetgan' | 'gon'
+    config.seed = 0  # seeds initialisation, data order and every step's randomness
     config.model = default_gon_model_config(kind, preset)
     # Computation dtype: 'float32' | 'bfloat16' (not for the implicit GON); params, losses and
     # BatchNorm statistics stay float32.
@@ -26,13 +26,13 @@ def base_config(kind: str, preset: str) -> ml_collections.ConfigDict:
         and preset == "mvtec" else (0.0, 1.0)
 
     config.train = ml_collections.ConfigDict(dict(
-        batch_size=64,
-        steps=3001,
-        lr=1e-4,
-        betas=(0.9, 0.999),
+        batch_size=64,  # global training batch (a multiple of the device count)
+        steps=3001,  # training steps (one stage)
+        lr=1e-4,  # Adam learning rate
+        betas=(0.9, 0.999),  # Adam betas (b1, b2)
         latent_scaling="batch_mean",  # 'batch_mean' (reference) | 'per_sample'
-        log_every=50,
-        checkpoint_every=500,
+        log_every=50,  # steps between progress lines (and metric checks)
+        checkpoint_every=500,  # steps between checkpoints (and validation passes)
     ))
     config.checkpoint = common.checkpoint_config()
     config.checkpoint.select_best = True  # keep the checkpoint with the lowest validation score

@@ -36,11 +36,11 @@ ORIGINAL_COMPUTE = {"generator": {"generator_output": "relu_tanh"},
 def default_model_config() -> ml_collections.ConfigDict:
     """Full-size f-UNetGAN model settings (docs/METHODS.md 1): 128x128x3, z 100, width 64."""
     return ml_collections.ConfigDict(dict(
-        image_size=128,
-        channels=3,
-        z_dim=100,
-        width=64,
-        cbam_reduction=16,
+        image_size=128,  # square input side in pixels (equals config.data.image_size)
+        channels=3,  # image channels (equals config.data.channels)
+        z_dim=100,  # latent size of G's input and E's output
+        width=64,  # base width ch: D and E filters ch x (1, 2, 4, 8, 16), G from 16 ch down to ch
+        cbam_reduction=16,  # CBAM channel-gate MLP reduction r (hidden width max(1, C // r))
         spatial_norm="batch",  # CBAM spatial-gate norm: "batch" (reference) | "none"
         generator_output="relu_tanh",  # "relu_tanh" (data in [0,1]) | "tanh" (data in [-1,1])
         d_block="residual",  # "residual" | "conv"

@@ -47,7 +47,21 @@ _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 
 def default_gon_model_config(kind: str = "conv_gon", preset: str = "mvtec") -> ml_collections.ConfigDict:
     """Full-size settings of one (kind, preset): conv_gon mvtec|mnist, variational_gon vae32,
-    implicit_gon mnist|mvtec, cae mvtec|mnist."""
+    implicit_gon mnist|mvtec, cae mvtec|mnist.
+
+    Fields:
+      kind: 'conv_gon' | 'variational_gon' | 'implicit_gon' (SIREN) | 'cae' (autoencoder baseline).
+      preset: the original architecture the defaults follow ('mvtec', 'mnist', 'vae32').
+      image_size: square input side in pixels (equals config.data.image_size).
+      channels: image channels (equals config.data.channels).
+      nz: latent size (the gradient-origin latent).
+      ngf: base width of the transposed-convolution decoder.
+      activation: hidden activation of the decoder ('elu' in the GON notebooks).
+      out_activation: output activation ('tanh' for data in [-1, 1], 'sigmoid' for [0, 1]).
+      hidden: widths of the SIREN's hidden layers (implicit GON).
+      w0: the SIREN's frequency factor (sin(w0 (W x + b))).
+      widths: the CAE's encoder widths.
+    """
     if (kind, preset) not in _DEFAULTS:
         known = ", ".join(f"{k}/{p}" for k, p in _DEFAULTS)
         raise ValueError(f"config.model.kind/preset {kind!r}/{preset!r} has no defaults; known: {known}")

@@ -84,3 +84,19 @@ def test_eval_and_predict_need_no_config_and_refuse_a_changed_width(launcher, tm
                                "--config.model.ngf=8"], str(tmp_path / "eval3.log"))
     assert code == 2 and "--config.model.ngf=8 differs from the run in" in text and "model.ngf=4" in text, text[-2000:]
     assert "Traceback" not in text and "unreadable" not in text
+
+
+@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                                        if not p.endswith(("__init__.py", "common.py", "_base.py"))))
+def test_every_setting_of_every_config_has_a_meaning(path):
+    from anomaly_core import config_docs
+
+    lines = config_docs.describe(_load(path)).splitlines()
+    assert lines and all("  # " in line for line in lines), [line for line in lines if "  # " not in line]
+
+
+def test_mode_config_prints_the_resolved_settings_with_meanings(launcher, tmp_path):
+    code, text = launcher.run(["--config=configs/quickstart.py", "--mode=config", "--config.train.n_critic=3"],
+                              str(tmp_path / "config.log"))
+    assert code == 0, text[-2000:]
+    assert "config.train.n_critic = 3  # discriminator updates per generator update" in text

@@ -56,9 +56,11 @@ def default_data_config() -> ml_collections.ConfigDict:
       digits_test_fraction: share of the normal digits held out for test.
       digits_per_anomalous_class: anomalous test images per other digit (0 = all).
       demo_texture: the 'product' texture of the demo dataset.
-      demo_seed, demo_crop_size, demo_num_train, demo_num_test_good,
-      demo_num_test_defect: demo dataset generation parameters (a change rebuilds
-        the cached dataset).
+      demo_seed: seed of the demo dataset's crops and defects (a change rebuilds it).
+      demo_crop_size: side of the demo's crops in pixels (a change rebuilds it).
+      demo_num_train: normal training crops of the demo (a change rebuilds it).
+      demo_num_test_good: normal test crops of the demo (a change rebuilds it).
+      demo_num_test_defect: defective test crops per defect type (a change rebuilds it).
     """
     return ml_collections.ConfigDict(
         dict(
