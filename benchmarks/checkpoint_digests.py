@@ -27,7 +27,7 @@ import numpy as np
 
 from anomaly_core import checkpointing, parallel, program
 
-CONFIGS = (("quickstart (64x64, width 16)", "configs/quickstart.py", ""),
+CONFIGS = (("quickstart (64x64, width 4)", "configs/quickstart.py", ""),
            ("mvtec_bottle (128x128, width 64, full size)", "configs/mvtec_bottle.py", ""))
 
 
@@ -96,6 +96,22 @@ def measure(state: Any, tmp: str, steps: int) -> dict[str, float]:
     return out
 
 
+COLUMNS = (("config", "train state"), ("MiB", "size (MiB)"), ("digests_s", "digests (s)"),
+           ("save_with_digests_s", "save with digests (s)"), ("save_without_digests_s", "save without (s)"),
+           ("restore_verified_s", "restore verified (s)"), ("restore_unverified_s", "restore unverified (s)"))
+
+
+def write_report(rows: list[dict], meta: dict, out: str) -> None:
+    """<out>.json and <out>.md (benchmarks.common.write_results)."""
+    from benchmarks import common
+
+    rows = [{**r, "MiB": round(r["bytes"] / 2**20, 1)} for r in rows]
+    common.write_results(out, title="Checkpoint digests: what verified checkpoints cost",
+                         command="python -m benchmarks.checkpoint_digests", meta=meta, rows=rows, columns=COLUMNS,
+                         notes=["medians; each save is synchronous into a fresh folder, each restore reads one "
+                                "checkpoint"])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=5)
@@ -111,19 +127,8 @@ def main(argv=None) -> int:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         print(json.dumps(rows[-1]), flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].platform}"
-    with open(args.out + ".json", "w") as f:
-        json.dump({"machine": machine, "steps": args.steps, "rows": rows}, f, indent=2)
-    lines = [f"# Checkpoint digests: cost ({machine}; median of {args.steps})", "",
-             "Command: `python -m benchmarks.checkpoint_digests`", "",
-             "| train state | size | digests | save with / without | restore verified / unverified |",
-             "| --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['config']} | {r['bytes'] / 2**20:.1f} MiB | {r['digests_s']:.3f} s | "
-                     f"{r['save_with_digests_s']:.3f} s / {r['save_without_digests_s']:.3f} s | "
-                     f"{r['restore_verified_s']:.3f} s / {r['restore_unverified_s']:.3f} s |")
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_report(rows, {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                        "repetitions": args.steps}, args.out)
     return 0
 
 

@@ -65,6 +65,24 @@ def plot(rows: list[dict], path: str) -> None:
     fig.savefig(path)
 
 
+COLUMNS = (("updates", "generator + encoder updates"), ("minutes", "wall (min)"), ("image_auroc", "image AUROC"),
+           ("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO"), ("baseline_image_auroc", "baseline image AUROC"),
+           ("baseline_pixel_auroc", "baseline pixel AUROC"), ("baseline_pixel_aupro", "baseline AUPRO"),
+           ("compile_cache_entries_before", "compile cache entries before"))
+
+
+def write_report(rows: list[dict], meta: dict, out: str, budgets: str) -> None:
+    """<out>.json, <out>.md (benchmarks.common.write_results) and <out>.png."""
+    from benchmarks import common
+
+    table = [{**r, "updates": f"{r['generator_steps']} + {r['encoder_steps']}", "minutes": round(r["wall_s"] / 60, 1)}
+             for r in rows]
+    common.write_results(out, title="f-UNetGAN quickstart: AUROC against training budget",
+                         command=f"python -m benchmarks.quickstart_curve --budgets={budgets}", meta=meta, rows=table,
+                         columns=COLUMNS)
+    plot(rows, out + ".png")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="runs/curve", help="folder for the runs' workdirs and logs")
@@ -79,21 +97,8 @@ def main(argv=None) -> int:
         cache_files = len(os.listdir(cache)) if os.path.isdir(cache) else 0
         rows.append({**run_budget(args.root, budget, extra), "compile_cache_entries_before": cache_files})
         print(json.dumps(rows[-1]), flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    with open(args.out + ".json", "w") as f:
-        json.dump({"machine": machine, "rows": rows}, f, indent=2)
-    plot(rows, args.out + ".png")
-    lines = [f"# f-UNetGAN quickstart: AUROC against training budget ({machine})", "",
-             f"Command: `python -m benchmarks.quickstart_curve --budgets={args.budgets}`", "",
-             "| generator + encoder updates | wall | image AUROC | pixel AUROC | AUPRO | baseline image / pixel / AUPRO | compile cache entries before |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['generator_steps']} + {r['encoder_steps']} | {r['wall_s'] / 60:.1f} min | "
-                     f"{r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | "
-                     f"{r['baseline_image_auroc']:.3f} / {r['baseline_pixel_auroc']:.3f} / "
-                     f"{r['baseline_pixel_aupro']:.3f} | {r['compile_cache_entries_before']} |")
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_report(rows, {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"},
+                 args.out, args.budgets)
     return 0
 
 
