@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from absl import logging as absl_logging
 
@@ -41,6 +42,23 @@ class _NotScalars(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.split(".")[0] in OWN_LOGGERS
 
 
+class _LogFile(logging.FileHandler):
+    """The workdir's log file. When it cannot be written (a full disk), it says so once on
+    stderr and stops, instead of logging's traceback for every record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"warning: cannot write the log file {self.baseFilename} ({error}); it stops here\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+
 _FILE_HANDLERS: dict[str, logging.Handler] = {}
 
 
@@ -57,7 +75,7 @@ def setup(workdir: str | None, *, verbose: bool = False, process_index: int = 0)
         return None
     path = os.path.abspath(os.path.join(workdir, "log.txt" if process_index == 0 else f"log-{process_index}.txt"))
     if path not in _FILE_HANDLERS:
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _LogFile(path, encoding="utf-8", errors="backslashreplace")  # non-UTF-8 file names
         handler.setFormatter(absl_logging.PythonFormatter())
         handler.setLevel(logging.INFO)
         root.addHandler(handler)

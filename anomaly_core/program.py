@@ -395,17 +395,18 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                                           writer=writer, step=step, checkpoint=how)
     finally:
         ckpt.close()
-        _flush(writer)
+        _close(writer)
     return results
 
 
-def _flush(writer) -> None:
-    """Flushes the TensorBoard writer; a failure (e.g. a full disk) is logged, so that it never
-    hides the error that ended the run."""
+def _close(writer) -> None:
+    """Flushes and closes the TensorBoard writer (its background thread stops with it, rather
+    than being torn down mid-write at interpreter exit); a failure (e.g. a full disk) is
+    logged, so that it never hides the error that ended the run."""
     try:
-        writer.flush()
+        writer.close()
     except OSError as e:
-        log.warning("could not flush the TensorBoard events: %s", e)
+        log.warning("could not write the last TensorBoard events: %s", e)
 
 
 def write_config(workdir: str, config) -> None:
@@ -486,7 +487,7 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
             return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, writer=writer, step=step,
                                        checkpoint=how)
         finally:
-            _flush(writer)
+            _close(writer)
 
 
 def predict(method: Method, config, workdir: str, input_dir: str, output: str | None = None) -> str:
