@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import sys
+import threading
 from types import ModuleType
 
 from anomaly_core import console, workdir_lock
@@ -64,6 +65,22 @@ def _unraisable(hook):
     return quiet
 
 
+def _thread_errors(hook):
+    """threading.excepthook that reports a background thread's OSError (a full disk under
+    the TensorBoard writer's thread, say) in one line: the main thread reports the failure
+    that matters (e.g. the checkpoint that could not be written)."""
+
+    def quiet(args) -> None:
+        if isinstance(args.exc_value, OSError) or (
+                isinstance(args.exc_value, RuntimeError) and "Event loop is closed" in str(args.exc_value)):
+            name = args.thread.name if args.thread is not None else "?"
+            print(f"warning: background thread {name}: {args.exc_value}", file=sys.stderr)
+            return
+        hook(args)
+
+    return quiet
+
+
 def quiet_library_logs() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
@@ -71,6 +88,9 @@ def quiet_library_logs() -> None:
     if not getattr(sys.unraisablehook, "_quiet", False):
         sys.unraisablehook = _unraisable(sys.unraisablehook)
         sys.unraisablehook._quiet = True
+    if not getattr(threading.excepthook, "_quiet", False):
+        threading.excepthook = _thread_errors(threading.excepthook)
+        threading.excepthook._quiet = True
 
 
 def enable_compilation_cache() -> None:
