@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -186,8 +187,12 @@ class Checkpointer:
             if isinstance(cause, OSError) and cause.strerror:
                 break
             cause = cause.__cause__ or cause.__context__
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else \
-            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        if isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+        elif code := re.search(r"os_error_code='(\d+)'", str(error)):  # tensorstore's errors carry errno
+            reason = os.strerror(int(code.group(1)))
+        else:
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
         try:
             done = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
         except OSError:
