@@ -35,6 +35,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class CheckpointUnusable(CheckpointError):
+    """The checkpoint asked for by step cannot be read or does not verify."""
+
+
 def check_workdir_writable(workdir: str) -> None:
     """Fails fast (before any training) when the workdir cannot be written or is full."""
     try:
@@ -270,7 +274,7 @@ class Checkpointer:
                 self._set_aside(steps[: steps.index(s)])
             return s, restored["state"], data_state, meta
         if failures and step is not None:
-            raise CheckpointError(failures[0] + "; nothing was changed in it (choose another step)")
+            raise CheckpointUnusable(failures[0] + "; nothing was changed in it (choose another step)")
         if failures:
             raise CheckpointError(
                 "no checkpoint could be restored:\n  " + "\n  ".join(failures)

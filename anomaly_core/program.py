@@ -18,7 +18,7 @@ import numpy as np
 
 from anomaly_core import data as data_lib
 from anomaly_core import evaluation, parallel, run_config, visualise
-from anomaly_core.checkpointing import Checkpointer, CheckpointError
+from anomaly_core.checkpointing import Checkpointer, CheckpointError, CheckpointUnusable
 from anomaly_core.train_loop import LoopConfig, Stage, make_writer, train
 
 log = logging.getLogger(__name__)
@@ -450,8 +450,8 @@ def restore_for_inference(method: Method, config, workdir: str, mesh,
         try:
             restored = ckpt.restore(abstract, step=step, check_meta=meta_checker(method, config),
                                     target=restore_target(method))
-        except CheckpointError as e:
-            if not how.startswith("best") or "corrupted" not in str(e) and "unreadable" not in str(e):
+        except CheckpointUnusable as e:
+            if not how.startswith("best"):
                 raise
             log.warning("%s; using the newest checkpoint that verifies instead", e)
             how = "latest (the best checkpoint does not verify)"

@@ -285,3 +285,23 @@ def test_non_square_inputs_are_named_in_a_warning(trained, tmp_path, caplog):
     write_image(str(folder / "wide.png"), noise_image(np.random.default_rng(1), 28, 56))
     program.predict(gon_train.METHOD, config, workdir, str(folder), str(tmp_path / "out"))
     assert "1 of 1 images are not square and were resized to 28x28" in caplog.text and "56x28" in caplog.text
+
+
+def test_best_checkpoint_that_does_not_verify_falls_back_to_the_newest_that_does(trained, tmp_path, caplog):
+    config, workdir, _, _ = trained
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    mesh = parallel.make_mesh()
+    _, best, how = program.restore_for_inference(gon_train.METHOD, config, copy, mesh)
+    assert how.startswith("best")
+    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(copy, "checkpoints", str(best), "state"))
+             for f in fs]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.seek(os.path.getsize(largest) // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x10]))
+    _, step, how = program.restore_for_inference(gon_train.METHOD, config, copy, mesh)
+    assert how == "latest (the best checkpoint does not verify)" and step != best
+    assert f"checkpoint step {best}" in caplog.text
