@@ -102,3 +102,16 @@ def tiny_config(root: str, **overrides) -> ml_collections.ConfigDict:
     for k, v in overrides.items():
         cfg[k] = v
     return cfg
+
+
+def flip_byte_in_largest_file(folder) -> str:
+    """Flips one bit in the middle of the largest file under `folder` (a checkpoint's state:
+    its compressed array data, which has no checksum of its own); returns that file."""
+    files = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs]
+    path = max(files, key=os.path.getsize)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x10]))
+    return path

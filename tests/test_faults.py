@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from anomaly_core.event_writer import EventWriter
 
 from anomaly_core import fault_drill, parallel
 from anomaly_core.checkpointing import Checkpointer
+from anomaly_core.event_writer import EventWriter
 from anomaly_core.train_loop import LoopConfig, Stage, train
+from tests.data_fixtures import flip_byte_in_largest_file
 
 pytestmark = pytest.mark.faults
 
@@ -193,14 +194,7 @@ def test_flipped_byte_in_newest_checkpoint_is_detected_and_eval_falls_back(launc
     workdir = str(tmp_path / "run")
     shutil.copytree(reference[0], workdir, symlinks=True)
     ckpts = os.path.join(workdir, "checkpoints")
-    state_files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ckpts, str(STEPS), "state"))
-                   for f in fs]
-    largest = max(state_files, key=os.path.getsize)  # compressed kernel data, no checksum of its own
-    with open(largest, "r+b") as f:
-        f.seek(os.path.getsize(largest) // 2)
-        byte = f.read(1)[0]
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte ^ 0x04]))
+    flip_byte_in_largest_file(os.path.join(ckpts, str(STEPS), "state"))  # compressed kernel data, no checksum
     code, text = run(launcher, workdir, tmp_path / "eval.log", "--mode=eval", "--config.eval.checkpoint=latest")
     assert code == 0, text[-3000:]
     assert re.search(rf"checkpoint step {STEPS} in \S+ is corrupted: .*digest differs", text), text[-3000:]

@@ -15,7 +15,7 @@ from anomaly_core import parallel, program
 from configs.gon_base import shrink_gon
 from configs.gon_quickstart import get_config
 from gon_jax import train as gon_train
-from tests.data_fixtures import make_tree, noise_image, write_image
+from tests.data_fixtures import flip_byte_in_largest_file, make_tree, noise_image, write_image
 
 
 @pytest.fixture(scope="module")
@@ -294,14 +294,7 @@ def test_best_checkpoint_that_does_not_verify_falls_back_to_the_newest_that_does
     mesh = parallel.make_mesh()
     _, best, how = program.restore_for_inference(gon_train.METHOD, config, copy, mesh)
     assert how.startswith("best")
-    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(copy, "checkpoints", str(best), "state"))
-             for f in fs]
-    largest = max(files, key=os.path.getsize)
-    with open(largest, "r+b") as f:
-        f.seek(os.path.getsize(largest) // 2)
-        byte = f.read(1)[0]
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte ^ 0x10]))
+    flip_byte_in_largest_file(os.path.join(copy, "checkpoints", str(best), "state"))
     _, step, how = program.restore_for_inference(gon_train.METHOD, config, copy, mesh)
     assert how == "latest (the best checkpoint does not verify)" and step != best
     assert f"checkpoint step {best}" in caplog.text

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from anomaly_core.event_writer import EventWriter
 
 from anomaly_core import parallel
+from anomaly_core.event_writer import EventWriter
 from anomaly_core.checkpointing import Checkpointer
 from anomaly_core.prefetch import global_step_batch, prefetch_to_device
 from anomaly_core.train_loop import LoopConfig, Stage, train

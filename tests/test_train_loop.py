@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from anomaly_core.event_writer import EventWriter
 
 from anomaly_core import parallel
+from anomaly_core.event_writer import EventWriter
 from anomaly_core.checkpointing import Checkpointer, CheckpointError, check_workdir_writable
 from anomaly_core.train_loop import LoopConfig, Preempted, Stage, TrainingDiverged, train
+from tests.data_fixtures import flip_byte_in_largest_file
 
 
 class CountingIterator:
@@ -188,22 +189,10 @@ def _saved_twice(workdir: str) -> tuple[dict, Checkpointer]:
     return state, ckpt
 
 
-def _flip_middle_byte_of_array_data(step_dir) -> str:
-    """Flips one bit in the middle of the largest data file of a checkpoint's state."""
-    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs]
-    path = max(files, key=os.path.getsize)
-    with open(path, "r+b") as fh:
-        fh.seek(os.path.getsize(path) // 2)
-        byte = fh.read(1)[0]
-        fh.seek(-1, os.SEEK_CUR)
-        fh.write(bytes([byte ^ 0x10]))
-    return path
-
-
 def test_flipped_byte_in_array_data_is_detected_by_name_and_falls_back(tmp_path, caplog):
     state, ckpt = _saved_twice(str(tmp_path))
     abstract = jax.eval_shape(lambda: state)
-    _flip_middle_byte_of_array_data(tmp_path / "checkpoints" / "2")
+    flip_byte_in_largest_file(tmp_path / "checkpoints" / "2" / "state")
     step, restored, data, _ = ckpt.restore(abstract)
     ckpt.close()
     assert step == 1 and data == {"pos": 1}
@@ -214,7 +203,7 @@ def test_flipped_byte_in_array_data_is_detected_by_name_and_falls_back(tmp_path,
 
 def test_corrupted_checkpoint_asked_for_by_step_is_an_error_naming_the_leaf(tmp_path):
     state, ckpt = _saved_twice(str(tmp_path))
-    _flip_middle_byte_of_array_data(tmp_path / "checkpoints" / "2")
+    flip_byte_in_largest_file(tmp_path / "checkpoints" / "2" / "state")
     with pytest.raises(CheckpointError, match=r"step 2 .*corrupted.*\['params'\]\['w'\]"):
         ckpt.restore(jax.eval_shape(lambda: state), step=2)
     ckpt.close()
