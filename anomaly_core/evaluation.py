@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -335,8 +336,7 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
     from the run's metrics.json (`saved_metrics`: fitted on validation data at evaluation
     time); without it, scores are written with no predicted label.
     """
-    check_eval_settings(config)
-    heatmaps = config.eval.get("predict_heatmaps", -1)
+    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by check_eval_settings (preflight)
     folder = data_lib.load_image_folder(input_dir, config.data)
     if folder.arrays is None:
         _warn_resized(folder.paths, int(config.data.image_size), int(config.data.max_image_pixels))
@@ -384,15 +384,13 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
         if len(rows) // PREDICT_LOG_EVERY > (len(rows) - len(idx)) // PREDICT_LOG_EVERY:
             log.info("predict: %d of %d images scored", len(rows), len(folder.paths))
     if jax.process_index() == 0:
-        csv_path = os.path.join(outdir, "predictions.csv")
-        tmp = csv_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "score", "normalised_score", "predicted_label", "threshold"])
-            for path, s, pred in rows:
-                w.writerow([path, f"{s:.8g}", "" if not threshold else f"{s / threshold:.6g}", pred,
-                            "" if threshold is None else f"{threshold:.8g}"])
-        os.replace(tmp, csv_path)
+        text = io.StringIO()
+        w = csv.writer(text)
+        w.writerow(["path", "score", "normalised_score", "predicted_label", "threshold"])
+        for path, s, pred in rows:
+            w.writerow([path, f"{s:.8g}", "" if not threshold else f"{s / threshold:.6g}", pred,
+                        "" if threshold is None else f"{threshold:.8g}"])
+        report.write_atomically(os.path.join(outdir, "predictions.csv"), text.getvalue().encode("utf-8"))
         output_folder.publish(outdir, final)
     log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)
     return final

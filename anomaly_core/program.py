@@ -341,10 +341,9 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
     """Trains (resuming from `<workdir>/checkpoints` when present, see check_resume), then evaluates.
     Everything the evaluation needs is checked first (`preflight`), so a bad setting or split
     fails in seconds rather than after training."""
-    check_config(config, method)
     mesh = parallel.make_mesh()
-    per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     preflight(method, config, mesh)
+    per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     stages = method.stages(config)
     train_iter = data_lib.train_iterator(
         config.data, global_batch_size=config.train.batch_size, seed=config.seed,
@@ -382,13 +381,12 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                 check_meta=meta_checker(method, config),
                 restore_target=restore_target(method),
             )
+            total = sum(s.num_steps for s in stages)
             step, how = selected_step(ckpt, method, config)
-            if step is not None and step != sum(s.num_steps for s in stages):
-                restored = ckpt.restore(abstract_state(method, config, mesh), step=step,
-                                        check_meta=meta_checker(method, config), target=restore_target(method))
-                state = restored[1]
+            if step in (None, total):  # the final state (always checkpointed) is the one in memory
+                step = total
             else:
-                step = sum(s.num_steps for s in stages)
+                state, step, how = restore_for_inference(method, config, workdir, mesh)
             log.info("evaluating checkpoint step %d (%s)", step, how)
             score = _jit_score(method, config, mesh)
             results = evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh,
@@ -500,12 +498,3 @@ def predict(method: Method, config, workdir: str, input_dir: str, output: str | 
         raise ValueError(f"config.method={method.name!r} but the run in {workdir} is {detector.method.name!r}")
     with jax.set_mesh(detector.mesh):
         return evaluation.predict(detector.score_fn, detector.config, workdir, input_dir, detector.mesh, output)
-
-
-def load_metrics(workdir: str) -> dict[str, Any]:
-    """The metrics.json of the run's newest complete evaluation (`<workdir>/eval/`)."""
-    metrics = evaluation.saved_metrics(workdir)
-    if metrics is None:
-        raise FileNotFoundError(f"no evaluation in {workdir}: {evaluation.evaluation_dir(workdir)}/metrics.json "
-                                "is written by --mode=train or --mode=eval")
-    return metrics
