@@ -23,11 +23,12 @@ import numpy as np
 import optax
 import pytest
 
-from anomaly_core import fault_drill, parallel
+from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer
 from anomaly_core.event_writer import EventWriter
 from anomaly_core.train_loop import LoopConfig, Stage, train
 from tests.data_fixtures import flip_byte_in_largest_file
+from tools import fault_drill
 
 pytestmark = pytest.mark.faults
 
@@ -291,7 +292,7 @@ def test_workdir_under_a_file_is_a_clear_error(launcher, tmp_path):
 
 def test_drill_command_line():
     """What a user types: `--help` works, and a stray argument is refused before any run."""
-    cmd = [sys.executable, "-m", "anomaly_core.fault_drill"]
+    cmd = [sys.executable, "-m", "tools.fault_drill"]
     out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0 and "--kills" in out.stdout and "--spawn {fork,exec}" in out.stdout, out.stderr
     out = subprocess.run([*cmd, "--config=configs/gon_quickstart.py:digits", "--workdir=/nonexistent/x",

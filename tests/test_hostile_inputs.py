@@ -1,4 +1,4 @@
-"""Hostile and malformed inputs (anomaly_core/hostile_inputs.py): each one is read correctly
+"""Hostile and malformed inputs (tools/hostile_inputs.py): each one is read correctly
 or rejected with a message naming the file or setting; none crashes the program."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from anomaly_core import data as data_lib
-from anomaly_core import fault_drill, hostile_inputs
-from anomaly_core.hostile_inputs import HANDLED, REJECTED
+from tools import fault_drill, hostile_inputs
+from tools.hostile_inputs import HANDLED, REJECTED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 8

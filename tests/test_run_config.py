@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from anomaly_core import fault_drill, run_config
+from anomaly_core import run_config
+from tools import fault_drill
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GON = ["--config=configs/gon_quickstart.py:digits", "--config.model.ngf=4", "--config.train.batch_size=4",

@@ -1,6 +1,6 @@
 """A corpus of hostile and malformed inputs, to check that the program survives them.
 
-  python -m anomaly_core.hostile_inputs --out=/tmp/hostile
+  python -m tools.hostile_inputs --out=/tmp/hostile
   python launch.py --config=... --workdir=<trained run> --mode=predict --input=/tmp/hostile/images
 
 Layout written under `--out`:

@@ -1,6 +1,6 @@
 r"""Fault drill: kill a training run at random points and check that nothing is lost.
 
-  python -m anomaly_core.fault_drill --config=configs/gon_quickstart.py:digits \
+  python -m tools.fault_drill --config=configs/gon_quickstart.py:digits \
       --workdir=/tmp/drill --kills=10 --config.model.ngf=4 --config.train.steps=24 \
       --config.train.checkpoint_every=2 --config.train.log_every=1
 
@@ -452,7 +452,7 @@ def drill(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m anomaly_core.fault_drill", description=__doc__.split("\n\n")[0],
+        prog="python -m tools.fault_drill", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Other --config.* arguments are passed to launch.py unchanged. Example:\n"
                + __doc__.split("\n\n")[1] + "\n\nExit code 0: every kill resumed and the "
