@@ -5,22 +5,27 @@ One network, PyTorch file <-> Orbax folder of its Flax variables:
       --pth=G.pth --network=generator --out=converted/generator
   python -m anomaly_core.convert_checkpoint --config=configs/gon_mvtec.py \\
       --pth=gon.pth --network=gon --out=converted/gon
-A whole f-UNetGAN, three PyTorch files (generator, discriminator, encoder, in that order)
-<-> a run folder that launch.py evaluates and predicts with:
+A whole run, one PyTorch file per network of the method's run (f-UNetGAN: generator,
+discriminator, encoder, in that order; GON: its one model) <-> a run folder that launch.py
+evaluates and predicts with:
   python -m anomaly_core.convert_checkpoint --config=configs/mvtec_bottle.py \\
       --pth=G.pth,D.pth,E-500.pth --network=all --workdir=runs/original_bottle
   python launch.py --config=configs/mvtec_bottle.py --workdir=runs/original_bottle --mode=eval
 --reverse exports: from --out, or from the newest (or --step) checkpoint of a launch.py run
-in --workdir (--network=all writes three files, a single network one), to --pth.
+in --workdir (--network=all writes one file per network of the run, a single network one),
+to --pth.
 
-Run from the repository root (configs/ is imported from there). The config fixes the
-architecture (config.model: widths, image size, variant switches). Spectral norm: the file
-says which format it holds (the original f-UNetGAN's BigGAN-style layers with u0/sv0, or
-torch's spectral_norm with weight_orig/weight_u/weight_v), and the import sets
-config.model.spectral_norm to match ('biggan' or 'torch') and says so. An export writes the
-format of the saved variables unless --torch_format asks for the other one: 'original'
-(BigGAN-style, loads into the original's classes) or 'torch' (torch spectral_norm everywhere);
-the spectral-norm state is then re-expressed (layers.convert_spectral_state).
+The method is config.method's (anomaly_core.methods); it hands its networks to this command
+as `Method.torch` (a torch_import.TorchNetworks: funetgan_jax/torch_names.py,
+gon_jax/torch_names.py), which names the --network values it accepts and holds their
+PyTorch name maps. Run from the repository root (configs/ is imported from there). The
+config fixes the architecture (config.model: widths, image size, variant switches).
+Spectral norm (f-UNetGAN): the file says which format it holds (the original f-UNetGAN's
+BigGAN-style layers with u0/sv0, or torch's spectral_norm with weight_orig/weight_u/weight_v),
+and the import sets config.model.spectral_norm to match ('biggan' or 'torch') and says so. An
+export writes the format of the saved variables unless --torch_format asks for the other one:
+'original' (BigGAN-style, loads into the original's classes) or 'torch' (torch spectral_norm
+everywhere); the spectral-norm state is then re-expressed (funetgan_jax.layers.convert_spectral_state).
 
 Accepted .pth contents: a state_dict, {'state_dict': ...}, 'module.'-prefixed keys; with
 --pth_key=NAME one entry of a file holding several networks. Files are read with
@@ -29,7 +34,8 @@ does not fit the configured network exits with status 2 and lists its missing ke
 unexpected keys and wrong shapes, and names the format found and the one expected. Nothing
 existing is overwritten without --force (and never a run folder that holds checkpoints).
 Needs the `torch` extra (pip install -e .[torch]). In Python:
-anomaly_core.torch_import.load_torch_checkpoint / torch_to_flax / flax_to_torch.
+anomaly_core.torch_import.load_torch_checkpoint / torch_to_flax / flax_to_torch, with the
+network's name map (e.g. funetgan_jax.torch_names.GENERATOR).
 """
 
 from __future__ import annotations
@@ -41,23 +47,38 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from anomaly_core import methods
 from anomaly_core.checkpointing import CheckpointError
+from anomaly_core.torch_import import (TorchImportError, TorchNetworks, flax_to_torch, load_torch_checkpoint,
+                                       spectral_norm_of, torch_to_flax, with_spectral_norm)
 
-NETWORKS = ("generator", "discriminator", "encoder", "all", "gon")
-FUNETGAN_NETWORKS = ("generator", "discriminator", "encoder")
-TORCH_FORMATS = {"original": "biggan", "torch": "torch"}  # --torch_format -> spectral-norm mode
+ALL = "all"  # --network: every network of a whole run (TorchNetworks.whole_run)
+TORCH_FORMATS = {"original": "biggan", "torch": "torch"}  # --torch_format -> spectral-norm format (FORMATS)
+
+
+def registered_networks() -> dict[str, TorchNetworks]:
+    """{config.method: its TorchNetworks} of every installed method that has one."""
+    found = {}
+    for name in sorted(methods.registered()):
+        torch_networks = methods.load(name).torch
+        if torch_networks is not None:
+            found[name] = torch_networks
+    return found
 
 
 def _define_flags() -> dict[str, Any]:
     """The command's flags, defined only when it runs as a command (importing this module
     for its functions leaves absl's global flags alone, e.g. launch.py's --config)."""
+    registered = registered_networks()
+    choices = list(dict.fromkeys(n for t in registered.values() for n in t.networks)) + [ALL]
+    runs = "; ".join(f"{name}: {','.join(t.whole_run)}" for name, t in registered.items() if t.whole_run)
     return dict(
         config=config_flags.DEFINE_config_file("config", None, "ml_collections config file (fixes the architecture).",
                                                lock_config=True),
         pth=flags.DEFINE_list("pth", None, "PyTorch checkpoint(s): read (default) or written (--reverse); "
-                              "with --network=all three, generator,discriminator,encoder."),
-        network=flags.DEFINE_enum("network", None, NETWORKS, "Which network of the config the weights belong to "
-                                  "('all': G, D and E of an f-UNetGAN config, with --workdir)."),
+                              f"with --network=all one per network of the run, in its order ({runs})."),
+        network=flags.DEFINE_enum("network", None, choices, "Which network of the config the weights belong to "
+                                  f"('all': every network of a run of the config's method, with --workdir: {runs})."),
         out=flags.DEFINE_string("out", None, "Orbax folder of one network's variables: written (default) or read "
                                 "(--reverse)."),
         workdir=flags.DEFINE_string("workdir", None, "A launch.py run folder instead of --out: a new run made of the "
@@ -72,57 +93,47 @@ def _define_flags() -> dict[str, Any]:
     )
 
 
-def _method(config: Any, network: str) -> str:
-    method = config.get("method")
-    want = "gon" if network == "gon" else "funetgan"
-    if method != want:
-        raise ValueError(f"--network={network} needs a {want} config, but config.method is {method!r}")
-    return method
+def torch_networks(config: Any) -> TorchNetworks:
+    """The TorchNetworks of config.method."""
+    method = methods.for_config(config)
+    if method.torch is None:
+        raise ValueError(f"config.method={method.name!r} has no PyTorch checkpoint converter "
+                         "(its Method.torch is None)")
+    return method.torch
 
 
-def with_spectral_norm(config: Any, mode: str | None) -> Any:
-    """A copy of an f-UNetGAN config with config.model.spectral_norm = mode (None: unchanged)."""
-    if mode is None or config.get("method") != "funetgan" or config.model.spectral_norm == mode:
-        return config
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        config.model.spectral_norm = mode
-    return config
+def _networks(config: Any, network: str) -> tuple[TorchNetworks, list[str]]:
+    """(the method's TorchNetworks, the networks `network` stands for: itself, or with 'all'
+    the networks of a whole run); ValueError when the method has no such network."""
+    found = torch_networks(config)
+    if network == ALL and found.whole_run:
+        return found, list(found.whole_run)
+    if network == ALL:
+        raise ValueError(f"--network=all: a run of config.method={config.get('method')!r} cannot be converted whole; "
+                         f"pass one of {list(found.networks)}")
+    if network not in found.networks:
+        raise ValueError(_foreign_network(config, network, found))
+    return found, [network]
+
+
+def _foreign_network(config: Any, network: str, found: TorchNetworks) -> str:
+    owners = [name for name, other in registered_networks().items() if network in other.networks]
+    if owners:
+        return f"--network={network} needs a {owners[0]} config, but config.method is {config.get('method')!r}"
+    return (f"--network={network} is not a network of config.method={config.get('method')!r}: one of "
+            f"{list(found.networks) + [ALL]}")
 
 
 def flax_module(config: Any, network: str) -> tuple[Any, tuple[int, ...]]:
     """(Flax module, input shape of batch 1) of `network` as the config builds it."""
-    if _method(config, network) == "gon":
-        from gon_jax import build as gon_build
-
-        module = gon_build.build_gon_model(config.model)
-        return module, tuple(gon_build.model_input(config.model, 1).shape)
-    from funetgan_jax import build as fb
-
-    module = {"generator": fb.build_generator, "discriminator": fb.build_discriminator,
-              "encoder": fb.build_encoder}[network](config.model)
-    return module, fb.input_shape(module, config.model)
-
-
-def torch_mirror(config: Any, network: str) -> Any:
-    """The PyTorch mirror module of `network` (needs torch)."""
-    if _method(config, network) == "gon":
-        from gon_jax.torch_reference import build_model
-
-        return build_model(config.model)
-    from funetgan_jax.torch_reference import build_network
-
-    return build_network(network, config.model)
+    found, _ = _networks(config, network)
+    return found.flax_module(config, network)
 
 
 def abstract_variables(config: Any, network: str) -> Any:
     """Shapes and dtypes of the network's Flax variables (jax.eval_shape: no compute, no memory)."""
-    import jax
-    import jax.numpy as jnp
-
-    module, shape = flax_module(config, network)
-    return jax.eval_shape(lambda key: module.init(key, jnp.zeros(shape, jnp.float32), train=False),
-                          jax.random.key(0))
+    found, _ = _networks(config, network)
+    return found.abstract_variables(config, network)
 
 
 def save_variables(directory: str, variables: Any, *, force: bool = False) -> str:
@@ -149,33 +160,20 @@ def restore_variables(directory: str, abstract: Any | None = None) -> Any:
 
 
 def _import_variables(config: Any, network: str, pth: str, pth_key: str | None) -> tuple[Any, Any]:
-    """(config with the file's spectral-norm mode, Flax variables of the file)."""
-    from anomaly_core.torch_import import FORMATS, checkpoint_format, load_torch_checkpoint, torch_to_flax
-
+    """(the config the method builds the network with for this file, Flax variables of the file)."""
+    found, _ = _networks(config, network)
     state_dict = load_torch_checkpoint(pth, key=pth_key)
-    found = checkpoint_format(state_dict)
-    if config.get("method") == "funetgan" and found in TORCH_FORMATS.values() and found != config.model.spectral_norm:
-        print(f"note: {pth} holds {FORMATS[found]}: using config.model.spectral_norm={found!r}", file=sys.stderr)
-        config = with_spectral_norm(config, found)
-    if config.get("method") == "funetgan" and found == "biggan":
-        from funetgan_jax.build import ORIGINAL_COMPUTE
-
-        differ = {k: (config.model[k], v) for k, v in ORIGINAL_COMPUTE.get(network, {}).items()
-                  if config.model[k] != v}
-        if differ:
-            print(f"note: {pth} has the original f-UNetGAN's format; the original's {network} computes with "
-                  + ", ".join(f"config.model.{k}={v!r}" for k, (_, v) in differ.items())
-                  + ", this config has " + ", ".join(f"{c!r}" for c, _ in differ.values())
-                  + " (no weights depend on it, so the file loads either way); to reproduce the original's "
-                  "outputs use configs/mvtec_bottle.py:reference", file=sys.stderr)
-    return config, torch_to_flax(state_dict, abstract_variables(config, network), source=pth)
+    config = found.before_import(config, network, state_dict, pth)
+    return config, torch_to_flax(state_dict, found.abstract_variables(config, network),
+                                 found.name_map(config, network), source=pth)
 
 
 def convert(config: Any, network: str, pth: str, out: str, *, pth_key: str | None = None,
             force: bool = False) -> str:
     """PyTorch file -> Orbax checkpoint of the Flax variables. Returns the output folder."""
-    if network == "all":
-        raise ValueError("--network=all converts a whole f-UNetGAN into a run folder: pass --workdir, not --out")
+    found, _ = _networks(config, network)
+    if network == ALL:
+        raise ValueError(f"--network=all converts a whole {found.title} into a run folder: pass --workdir, not --out")
     if os.path.exists(out) and not force:  # before the work, not after it
         raise FileExistsError(f"--out={out} already exists; choose a new folder or pass --force")
     _, variables = _import_variables(config, network, pth, pth_key)
@@ -183,36 +181,25 @@ def convert(config: Any, network: str, pth: str, out: str, *, pth_key: str | Non
 
 
 def _write_torch(config: Any, network: str, variables: Any, pth: str, torch_format: str | None) -> str:
-    """Flax variables (any spectral-norm mode) -> a state_dict file in `torch_format`."""
+    """Flax variables (as saved) -> a state_dict file, in `torch_format` where the method has one."""
     import torch
 
-    from anomaly_core.torch_import import flax_to_torch, spectral_norm_of
-    from funetgan_jax.layers import convert_spectral_state
-
-    mode = TORCH_FORMATS[torch_format] if torch_format else spectral_norm_of(variables)
-    target = with_spectral_norm(config, mode)
-    if mode is not None and mode != spectral_norm_of(variables):
-        variables = convert_spectral_state(variables, abstract_variables(target, network))
-    torch.save(flax_to_torch(variables, torch_mirror(target, network)), pth)
+    found, _ = _networks(config, network)
+    config, variables = found.before_export(config, network, variables,
+                                            TORCH_FORMATS[torch_format] if torch_format else None)
+    torch.save(flax_to_torch(variables, found.torch_module(config, network), found.name_map(config, network)), pth)
     return pth
 
 
 def export(config: Any, network: str, out: str, pth: str, *, force: bool = False,
            torch_format: str | None = None) -> str:
     """Orbax checkpoint of the Flax variables -> PyTorch state_dict file. Returns the file path."""
-    from anomaly_core.torch_import import spectral_norm_of
-
+    _networks(config, network)
     if os.path.exists(pth) and not force:
         raise FileExistsError(f"--pth={pth} already exists; choose another file or pass --force")
-    # Read as saved (its spectral-norm state says which mode it has); the PyTorch mirror built
-    # from the config checks every key and shape when the state_dict is made.
-    variables = restore_variables(out)
-    config = with_spectral_norm(config, spectral_norm_of(variables))
-    return _write_torch(config, network, variables, pth, torch_format)
-
-
-def _funetgan_slots(state: dict) -> dict[str, str]:
-    return {"generator": "g_ema" if "g_ema" in state else "g", "discriminator": "d", "encoder": "e"}
+    # Read as saved (the method adapts the config to what it holds, e.g. its spectral-norm
+    # format); the PyTorch mirror checks every key and shape when the state_dict is made.
+    return _write_torch(config, network, restore_variables(out), pth, torch_format)
 
 
 def _restore_run(config: Any, workdir: str, step: int | None) -> tuple[int, dict]:
@@ -221,56 +208,57 @@ def _restore_run(config: Any, workdir: str, step: int | None) -> tuple[int, dict
 
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"--workdir={workdir} has no checkpoints folder: not a launch.py run (or not trained)")
-    method = program.method_module(config).METHOD
-    state, restored_step, _ = program.restore_for_inference(method, config, workdir, parallel.make_mesh(),
-                                                            step=step)
+    state, restored_step, _ = program.restore_for_inference(methods.for_config(config), config, workdir,
+                                                            parallel.make_mesh(), step=step)
     return restored_step, state
 
 
 def export_run(config: Any, network: str, workdir: str, pths: list[str], *, step: int | None = None,
                force: bool = False, torch_format: str | None = None) -> list[str]:
     """A launch.py run's checkpoint -> PyTorch state_dict file(s): one network, or with
-    network='all' the generator (its moving average when the run keeps one), discriminator
-    and encoder of an f-UNetGAN run. Returns the files written."""
-    names = _network_names(config, network, pths)
+    network='all' every network of the run (an f-UNetGAN's generator, its moving average
+    when the run keeps one, discriminator and encoder). Returns the files written."""
+    found, names = _run_networks(config, network, pths)
     for pth in pths:
         if os.path.exists(pth) and not force:
             raise FileExistsError(f"--pth={pth} already exists; choose another file or pass --force")
     _, state = _restore_run(config, workdir, step)
     for name, pth in zip(names, pths):
-        variables = state["model"] if name == "gon" else state[_funetgan_slots(state)[name]]
-        _write_torch(config, name, variables, pth, torch_format)
+        _write_torch(config, name, state[found.state_keys(state, name)[0]], pth, torch_format)
     return pths
 
 
 def import_run(config: Any, pths: list[str], workdir: str, *, pth_key: str | None = None) -> str:
-    """Three PyTorch files (generator, discriminator, encoder) -> a new launch.py run folder
-    whose one checkpoint, at the end of the configured training, holds them (optimiser
-    states fresh): launch.py --mode=eval / predict with the same --config then score with the
-    imported networks. Returns the checkpoint folder."""
-    import jax
-
-    from anomaly_core import parallel, program
-
-    _network_names(config, "all", pths)
+    """One PyTorch file per network of a whole run (f-UNetGAN: generator, discriminator,
+    encoder) -> a new launch.py run folder whose one checkpoint, at the end of the configured
+    training, holds them (optimiser states fresh): launch.py --mode=eval / predict with the
+    same --config then score with the imported networks. Returns the checkpoint folder."""
+    found, names = _run_networks(config, ALL, pths)
     if os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(os.path.join(workdir, "checkpoints")):
         raise FileExistsError(f"--workdir={workdir} already holds checkpoints; choose a new run folder")
-    imported, modes = {}, set()
-    for name, pth in zip(FUNETGAN_NETWORKS, pths):
-        used, imported[name] = _import_variables(config, name, pth, pth_key)
-        modes.add(used.model.spectral_norm)
+    imported = {name: _import_variables(config, name, pth, pth_key)[1] for name, pth in zip(names, pths)}
+    modes = {spectral_norm_of(variables) for variables in imported.values()}
     if len(modes) > 1:
         raise ValueError(f"--pth files mix spectral-norm formats ({sorted(modes)}); convert them to one "
                          "(e.g. --reverse --torch_format) first")
-    config = with_spectral_norm(config, modes.pop())
-    method = program.method_module(config).METHOD
+    return _write_run(with_spectral_norm(config, modes.pop()), found, imported, workdir, pths)
+
+
+def _write_run(config: Any, found: TorchNetworks, imported: dict[str, Any], workdir: str, pths: list[str]) -> str:
+    """A fresh run state with the imported networks, saved as the run's one checkpoint."""
+    import jax
+
+    from anomaly_core import data as data_lib
+    from anomaly_core import parallel, program
+
+    method = methods.for_config(config)
     mesh = parallel.make_mesh()
-    state = dict(program._init(method, config, mesh))  # optimiser states (and the rest) fresh
-    slots = _funetgan_slots(state)
+    # Only filled state entries (GON's scoring context) read the training data.
+    splits = data_lib.Splits(config.data) if method.filled_keys else None
+    state = dict(program._init(method, config, mesh, splits))  # optimiser states (and the rest) fresh
     for name, variables in imported.items():
-        state[slots[name]] = variables
-    if "g_ema" in state:
-        state["g"] = imported["generator"]
+        for key in found.state_keys(state, name):
+            state[key] = variables
     total = sum(s.num_steps for s in method.stages(config))
     program.write_config(workdir, config)
     ckpt = program.Checkpointer(workdir, keep=1, async_save=False)
@@ -284,13 +272,12 @@ def import_run(config: Any, pths: list[str], workdir: str, *, pth_key: str | Non
     return os.path.join(os.path.abspath(workdir), "checkpoints", str(total))
 
 
-def _network_names(config: Any, network: str, pths: list[str]) -> list[str]:
-    names = list(FUNETGAN_NETWORKS) if network == "all" else [network]
-    _method(config, names[0])
+def _run_networks(config: Any, network: str, pths: list[str]) -> tuple[TorchNetworks, list[str]]:
+    found, names = _networks(config, network)
     if len(pths) != len(names):
         raise ValueError(f"--network={network} needs {len(names)} --pth file(s) ({', '.join(names)}), "
                          f"got {len(pths)}: {pths}")
-    return names
+    return found, names
 
 
 def main(argv: list[str], flag_holders: dict[str, Any]) -> int:
@@ -308,8 +295,6 @@ def main(argv: list[str], flag_holders: dict[str, Any]) -> int:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     pths, network = value["pth"], value["network"]
     try:
-        from anomaly_core.torch_import import TorchImportError
-
         if value["workdir"] and value["reverse"]:
             from anomaly_core import run_config
 
@@ -320,9 +305,10 @@ def main(argv: list[str], flag_holders: dict[str, Any]) -> int:
             written = export_run(config, network, value["workdir"], pths, step=value["step"],
                                  force=value["force"], torch_format=value["torch_format"])
         elif value["workdir"]:
-            if network != "all":
-                raise ValueError("importing into a run folder (--workdir) needs the whole f-UNetGAN: "
-                                 "--network=all --pth=G.pth,D.pth,E.pth")
+            if network != ALL:
+                found, _ = _networks(value["config"], ALL)
+                raise ValueError(f"importing into a run folder (--workdir) needs the whole {found.title}: "
+                                 f"--network=all --pth={','.join(found.whole_run.values())}")
             written = [import_run(value["config"], pths, value["workdir"], pth_key=value["pth_key"])]
         else:
             if len(pths) != 1:

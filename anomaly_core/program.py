@@ -70,6 +70,8 @@ class Method:
     # them from the training data when restored, with a warning.
     fill_state: Callable[[Any, State], State] = lambda c, s: s
     filled_keys: tuple[str, ...] = ()
+    # How the PyTorch checkpoint converter reaches the method's networks (torch_import.TorchNetworks), or None.
+    torch: Any = None
 
 
 def checkpoint_meta(method: Method, config) -> dict[str, Any]:

@@ -1,14 +1,15 @@
-"""PyTorch <-> Flax weight conversion for every network of the project.
+"""PyTorch <-> Flax weight conversion, for any network given its name map.
 
-The PyTorch side is the mirror in `funetgan_jax/torch_reference.py` and
-`gon_jax/torch_reference.py` (whose attribute names follow the original repositories, so
-their checkpoints load too). Each network family has an explicit name mapping, built from
-the structure of a Flax variables template (`layer_map`): a list of `Layer`s pairing a
-PyTorch module prefix with a Flax module path and a layer kind. Layouts:
+A network's name map (`NameMap`) is built from the structure of a Flax variables template:
+a list of `Layer`s pairing a PyTorch module prefix with a Flax module path and a layer kind.
+Each method package owns the name maps of its networks (funetgan_jax/torch_names.py,
+gon_jax/torch_names.py, whose PyTorch side is the package's torch_reference.py mirror) and
+hands them, with what else the converter command needs, to the core as a `TorchNetworks`
+(`Method.torch`). Layouts:
 
   Conv2d.weight (O, I, kh, kw)          -> params kernel (kh, kw, I, O)
-  ConvTranspose2d.weight (I, O, kh, kw) -> params kernel (kh, kw, O, I) (flax ConvTranspose
-      with transpose_kernel=True and explicit padding k-1-p, gon_jax.decoders)
+  ConvTranspose2d.weight (I, O, kh, kw) -> params kernel (kh, kw, O, I) (a flax ConvTranspose
+      with transpose_kernel=True and explicit padding k-1-p)
   Linear.weight (O, I)                  -> params kernel (I, O)
   *.bias                                -> params bias
   torch spectral_norm(...) (the Flax layer in spectral-norm mode 'torch'):
@@ -28,6 +29,7 @@ permutation: the JAX modules flatten and reshape in PyTorch's channel-major orde
 
 Which spectral-norm format a layer has follows the Flax template (`spectral_norm_of`);
 `checkpoint_format` tells which one a state_dict holds, and the error messages name both.
+config.model.spectral_norm selects it where a network has spectral norm (`with_spectral_norm`).
 
 Accepted checkpoint forms: a state_dict; {'state_dict': state_dict} (what many training
 scripts and Lightning save); keys prefixed 'module.' (nn.DataParallel /
@@ -46,7 +48,6 @@ from typing import Any
 
 import numpy as np
 
-NETWORKS = ("generator", "discriminator", "encoder", "conv_gon", "implicit_gon", "variational_gon", "cae")
 LAYER_KINDS = ("conv", "conv_transpose", "dense", "sn_conv", "sn_dense", "batch_norm")
 _MAX_LISTED = 40  # keys listed per category in an error message
 
@@ -193,10 +194,25 @@ def _layer_leaves(layer: Layer, template: Mapping[str, Any]) -> list[_Leaf]:
 
 
 # ----------------------------------------------------------------------------------------
-# Name mappings, one per network family
+# Name maps and what a method hands the converter
 
 
-def _numbered(names: Iterable[str], stem: str) -> dict[int, str]:
+@dataclasses.dataclass(frozen=True)
+class NameMap:
+    """How one network's PyTorch names pair with its Flax modules.
+
+    network: the network's name in messages. layers(params) -> the network's `Layer`s, read
+    off the structure of its Flax 'params' tree (a template or real values). explain(wrong)
+    -> an extra paragraph for the wrong-shape lines of a failed import ('' when it has none).
+    """
+
+    network: str
+    layers: Callable[[Mapping[str, Any]], list[Layer]]
+    explain: Callable[[list[str]], str] | None = None
+
+
+def numbered(names: Iterable[str], stem: str) -> dict[int, str]:
+    """{k: name} of the names `stem` followed by a number k (e.g. block1, block2)."""
     found = {}
     for name in names:
         m = re.fullmatch(rf"{stem}(\d+)", name)
@@ -205,130 +221,90 @@ def _numbered(names: Iterable[str], stem: str) -> dict[int, str]:
     return found
 
 
-def _cbam_layers(t: str, f: tuple[str, ...], node: Mapping[str, Any]) -> list[Layer]:
-    layers = [
-        Layer(f"{t}.ChannelGate.mlp.1", f + ("channel_gate", "mlp_hidden"), "dense"),
-        Layer(f"{t}.ChannelGate.mlp.3", f + ("channel_gate", "mlp_out"), "dense"),
-        Layer(f"{t}.SpatialGate.spatial.conv", f + ("spatial_gate", "conv"), "conv"),
-    ]
-    if "bn" in node.get("spatial_gate", {}):
-        layers.append(Layer(f"{t}.SpatialGate.spatial.bn", f + ("spatial_gate", "bn"), "batch_norm"))
-    return layers
+def _keep_config(config: Any, network: str, state_dict: Mapping[str, Any], source: str) -> Any:
+    return config
 
 
-def _residual_conv_layers(t: str, f: tuple[str, ...], node: Mapping[str, Any]) -> list[Layer]:
-    layers = [Layer(f"{t}.{name}", f + (name,), "sn_conv") for name in ("conv1", "conv2", "conv_sc")
-              if name in node]
-    if "cbam" in node:
-        layers += _cbam_layers(f"{t}.attention1", f + ("cbam",), node["cbam"])
-    return layers
+def _keep_variables(config: Any, network: str, variables: Mapping[str, Any],
+                    spectral_norm: str | None) -> tuple[Any, Mapping[str, Any]]:
+    return config, variables
 
 
-def _generator_layers(params: Mapping[str, Any]) -> list[Layer]:
-    layers = [Layer("proj_z", ("proj_z",), "sn_dense"),
-              Layer("proj_o.0", ("out_bn",), "batch_norm"),
-              Layer("proj_o.1", ("out_conv",), "conv")]
-    for i, name in sorted(_numbered(params, "block").items()):
-        t = f"g_blocks.{i - 1}.0"
-        layers += [Layer(f"{t}.conv1", (name, "conv1"), "sn_conv"),
-                   Layer(f"{t}.conv2", (name, "conv2"), "sn_conv"),
-                   Layer(f"{t}.conv_mixin", (name, "conv_sc"), "sn_conv")]
-    for i, name in sorted(_numbered(params, "cbam").items()):
-        layers += _cbam_layers(f"g_blocks.{i - 1}.1", (name,), params[name])
-    return layers
+@dataclasses.dataclass(frozen=True)
+class TorchNetworks:
+    """What a method hands the checkpoint converter about its networks (`Method.torch`).
+
+    title: the method in messages ('f-UNetGAN'). networks: the names --network accepts.
+    whole_run: {network: example file name} of the networks that make a whole run, in --pth
+    order (--network=all); empty when a run cannot be converted whole.
+    flax_module(config, network) -> (Flax module, input shape of batch 1).
+    name_map(config, network) -> its NameMap.
+    torch_module(config, network) -> the PyTorch mirror module (imports torch).
+    state_keys(state, network) -> the train-state entries holding the network's variables:
+      an export reads the first, an import sets them all.
+    before_import(config, network, state_dict, source) -> the config to build the network
+      with for that checkpoint (the method may adapt it to the file and say so on stderr).
+    before_export(config, network, variables, spectral_norm) -> (config, variables) to write;
+      spectral_norm is the format asked for ('biggan' | 'torch', FORMATS) or None: as saved.
+    """
+
+    title: str
+    networks: tuple[str, ...]
+    flax_module: Callable[[Any, str], tuple[Any, tuple[int, ...]]]
+    name_map: Callable[[Any, str], NameMap]
+    torch_module: Callable[[Any, str], Any]
+    state_keys: Callable[[Mapping[str, Any], str], tuple[str, ...]]
+    whole_run: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    before_import: Callable[[Any, str, Mapping[str, Any], str], Any] = _keep_config
+    before_export: Callable[[Any, str, Mapping[str, Any], str | None], tuple[Any, Mapping[str, Any]]] = (
+        _keep_variables)
+
+    def abstract_variables(self, config: Any, network: str) -> Any:
+        """Shapes and dtypes of the network's Flax variables as `config` builds it."""
+        return abstract_variables(*self.flax_module(config, network))
 
 
-def _discriminator_layers(params: Mapping[str, Any]) -> list[Layer]:
-    enc, dec = _numbered(params, "enc"), _numbered(params, "dec")
-    layers = [Layer("linear", ("linear",), "sn_dense"), Layer("output_layer", ("output_conv",), "conv")]
-    for k, name in sorted(enc.items()):
-        t = "input_layer" if k == 1 else f"residual_conv_{k - 1}"
-        layers += _residual_conv_layers(t, (name,), params[name])
-    for k, name in sorted(dec.items()):
-        # dec{k} produces level k; the PyTorch up blocks count from the bottom.
-        layers += _residual_conv_layers(f"up_residual_conv{len(enc) - k}", (name,), params[name])
-    return layers
+def abstract_variables(module: Any, input_shape: tuple[int, ...]) -> Any:
+    """Shapes and dtypes of a Flax module's variables (jax.eval_shape of its init: no compute,
+    no memory)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.eval_shape(lambda key: module.init(key, jnp.zeros(input_shape, jnp.float32), train=False),
+                          jax.random.key(0))
 
 
-def _encoder_layers(params: Mapping[str, Any]) -> list[Layer]:
-    blocks = _numbered(params, "block")
-    layers = [Layer("input_layer", ("input_conv",), "sn_conv"), Layer("linear", ("linear",), "sn_dense")]
-    for k, name in sorted(blocks.items()):
-        t = "output_layer" if k == len(blocks) else f"residual_conv_{k}"
-        layers += _residual_conv_layers(t, (name,), params[name])
-    return layers
+def with_spectral_norm(config: Any, mode: str | None) -> Any:
+    """A copy of `config` with config.model.spectral_norm = mode; `config` itself when mode is
+    None, already set, or the config has no such setting (networks without spectral norm)."""
+    current = config.model.get("spectral_norm") if "model" in config else None
+    if mode is None or current is None or current == mode:
+        return config
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.model.spectral_norm = mode
+    return config
 
 
-def _decoder_layers(t: str, f: tuple[str, ...], node: Mapping[str, Any]) -> list[Layer]:
-    # Sequential of [ConvT, BN, act] * (n - 1) + [ConvT, out]: stage i starts at index 3i.
-    layers = [Layer(f"{t}.{3 * i}", f + (name,), "conv_transpose")
-              for i, name in _numbered(node, "convt").items()]
-    layers += [Layer(f"{t}.{3 * i + 1}", f + (name,), "batch_norm") for i, name in _numbered(node, "bn").items()]
-    return layers
-
-
-def _conv_gon_layers(params: Mapping[str, Any]) -> list[Layer]:
-    return _decoder_layers("network", (), params)
-
-
-def _variational_gon_layers(params: Mapping[str, Any]) -> list[Layer]:
-    return ([Layer("fc21", ("mu_head",), "dense"), Layer("fc22", ("logvar_head",), "dense")]
-            + _decoder_layers("main", ("decoder",), params.get("decoder", {})))
-
-
-def _implicit_gon_layers(params: Mapping[str, Any]) -> list[Layer]:
-    return [Layer(f"{i}.linear", (name,), "dense") for i, name in sorted(_numbered(params, "layer").items())]
-
-
-def _cae_layers(params: Mapping[str, Any]) -> list[Layer]:
-    del params
-    return [Layer("encoder.0", ("conv0",), "conv"), Layer("encoder.3", ("conv1",), "conv"),
-            Layer("decoder.0", ("convt0",), "conv_transpose"), Layer("decoder.2", ("convt1",), "conv_transpose")]
-
-
-_MAPPINGS: dict[str, Callable[[Mapping[str, Any]], list[Layer]]] = {
-    "generator": _generator_layers,
-    "discriminator": _discriminator_layers,
-    "encoder": _encoder_layers,
-    "conv_gon": _conv_gon_layers,
-    "implicit_gon": _implicit_gon_layers,
-    "variational_gon": _variational_gon_layers,
-    "cae": _cae_layers,
-}
-
-
-def network_of(variables: Mapping[str, Any]) -> str:
-    """The network family of a Flax variables dict, recognised by its top-level modules."""
+def _mapping(variables: Mapping[str, Any], names: NameMap) -> tuple[list[Layer], list[_Leaf]]:
+    """The layers and leaves of `names` for `variables`, checked to cover every variable exactly."""
     params = variables.get("params") if isinstance(variables, Mapping) else None
     if not isinstance(params, Mapping):
+        keys = list(variables)[:8] if isinstance(variables, Mapping) else "-"
         raise TorchImportError("expected a Flax variables dict with a 'params' collection, got "
-                               f"{type(variables).__name__} with keys {list(variables)[:8] if isinstance(variables, Mapping) else '-'}")
-    names = set(params)
-    if "proj_z" in names:
-        return "generator"
-    if "output_conv" in names and "enc1" in names:
-        return "discriminator"
-    if "input_conv" in names:
-        return "encoder"
-    if "mu_head" in names:
-        return "variational_gon"
-    if "layer0" in names:
-        return "implicit_gon"
-    if "convt0" in names and "conv0" in names:
-        return "cae"
-    if "convt0" in names:
-        return "conv_gon"
-    raise TorchImportError(f"cannot tell which network the Flax variables belong to (top-level modules "
-                           f"{sorted(names)}); pass network= one of {NETWORKS}")
-
-
-def layer_map(variables: Mapping[str, Any], network: str | None = None) -> list[Layer]:
-    """The explicit PyTorch <-> Flax layer mapping for `variables` (a template or real ones)."""
-    network = network_of(variables) if network is None else network
-    if network not in _MAPPINGS:
-        raise TorchImportError(f"network must be one of {NETWORKS}, got {network!r}")
-    return _MAPPINGS[network](variables["params"])
-
+                               f"{type(variables).__name__} with keys {keys}")
+    layers = names.layers(params)
+    leaves = [leaf for layer in layers for leaf in _layer_leaves(layer, variables)]
+    mapped = {(leaf.collection,) + leaf.path for leaf in leaves}
+    present = set(_flat(variables))
+    unmapped, absent = sorted(present - mapped), sorted(mapped - present)
+    if unmapped or absent:
+        raise TorchImportError(
+            f"the {names.network} mapping does not fit this Flax variables structure (the JAX module and "
+            "its name map disagree, or the name map is of another network):"
+            + _listing("Flax variables without a PyTorch counterpart", ["/".join(p) for p in unmapped])
+            + _listing("mapped variables missing from the Flax tree", ["/".join(p) for p in absent]))
+    return layers, leaves
 
 def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     out = {}
@@ -338,22 +314,6 @@ def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[s
         else:
             out[prefix + (str(k),)] = v
     return out
-
-
-def _leaves_for(variables: Mapping[str, Any], network: str | None) -> tuple[str, list[_Leaf]]:
-    """All leaves of the mapping, checked to cover every variable of `variables` exactly."""
-    network = network_of(variables) if network is None else network
-    leaves = [leaf for layer in layer_map(variables, network) for leaf in _layer_leaves(layer, variables)]
-    mapped = {(leaf.collection,) + leaf.path for leaf in leaves}
-    present = set(_flat(variables))
-    unmapped, absent = sorted(present - mapped), sorted(mapped - present)
-    if unmapped or absent:
-        raise TorchImportError(
-            f"the {network} mapping does not fit this Flax variables structure (the JAX module and "
-            "anomaly_core/torch_import.py disagree, or network= names the wrong family):"
-            + _listing("Flax variables without a PyTorch counterpart", ["/".join(p) for p in unmapped])
-            + _listing("mapped variables missing from the Flax tree", ["/".join(p) for p in absent]))
-    return network, leaves
 
 
 # ----------------------------------------------------------------------------------------
@@ -392,14 +352,14 @@ def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def torch_to_flax(state_dict: Mapping[str, Any], flax_variables_template: Mapping[str, Any],
-                  network: str | None = None, *, source: str = "state_dict") -> dict[str, Any]:
+def torch_to_flax(state_dict: Mapping[str, Any], flax_variables_template: Mapping[str, Any], names: NameMap,
+                  *, source: str = "state_dict") -> dict[str, Any]:
     """A PyTorch state_dict -> Flax variables with the template's structure, shapes and dtypes.
 
     state_dict: tensors or arrays, possibly wrapped ({'state_dict': ...}, 'module.' prefix).
     flax_variables_template: variables of the target module (`module.init(...)` or
-    `jax.eval_shape` of it: only structure, shapes and dtypes are used). network: one of
-    NETWORKS, or None to recognise it from the template. `source` names the checkpoint in
+    `jax.eval_shape` of it: only structure, shapes and dtypes are used). names: the
+    network's NameMap (its method package's torch_names). `source` names the checkpoint in
     error messages. Raises TorchImportError listing missing keys, unexpected keys and
     wrong shapes. Returns {'params': ..., 'spectral': ..., 'batch_stats': ...} (the
     template's collections) of jax arrays.
@@ -407,10 +367,8 @@ def torch_to_flax(state_dict: Mapping[str, Any], flax_variables_template: Mappin
     import jax.numpy as jnp
 
     state_dict = unwrap_state_dict(state_dict, source=source)
-    network, leaves = _leaves_for(flax_variables_template, network)
-    bn_prefixes = {layer.torch for layer in layer_map(flax_variables_template, network)
-                   if layer.kind == "batch_norm"}
-    ignorable = {f"{p}.num_batches_tracked" for p in bn_prefixes}
+    layers, leaves = _mapping(flax_variables_template, names)
+    ignorable = {f"{layer.torch}.num_batches_tracked" for layer in layers if layer.kind == "batch_norm"}
     expected = {leaf.torch_key for leaf in leaves}
     missing, wrong = [], []
     unexpected = [f"{k} {_shape(v) if hasattr(v, 'shape') else type(v).__name__}"
@@ -430,61 +388,51 @@ def torch_to_flax(state_dict: Mapping[str, Any], flax_variables_template: Mappin
             continue
         _set(out, (leaf.collection,) + leaf.path, jnp.asarray(leaf.to_flax(value), dtype=target.dtype))
     if missing or unexpected or wrong:
-        found, wanted = checkpoint_format(state_dict), spectral_norm_of(flax_variables_template)
-        hint = _cbam_width_hint(network, wrong)
-        if wanted is not None and found != wanted:
-            hint += (f"\n  The checkpoint holds {FORMATS[found]}; this {network} is configured for "
-                     f"{FORMATS[wanted]} (config.model.spectral_norm={wanted!r})."
-                     + (f" Set config.model.spectral_norm={found!r} (the converter command does this "
-                        "itself)." if found in ("biggan", "torch") else ""))
-        elif len(missing) > len(expected) // 2:
-            hint += ("\n  Most keys are missing: the checkpoint is probably of another network or another "
-                     "configuration (check --network and config.model: width, image size, variant).")
-        raise TorchImportError(
-            f"{source} ({FORMATS[found]}) does not fit the {network} network"
-            + (f" ({FORMATS[wanted]})" if wanted else "") + ":"
-            + _listing("missing keys", missing) + _listing("unexpected keys", sorted(unexpected))
-            + _listing("wrong shapes", wrong) + hint)
+        raise TorchImportError(_misfit(state_dict, flax_variables_template, names, source,
+                                       missing, sorted(unexpected), wrong, len(expected)))
     return out
 
 
-def _cbam_width_hint(network: str, wrong: list[str]) -> str:
-    """The original generator builds its third CBAM for `base_channels` channels although it
-    follows a 4 * base_channels block: that network cannot run a forward, and a file saved
-    from it has the narrow shapes."""
-    if network != "generator":
-        return ""
-    layers = sorted({m.group(1) for line in wrong
-                     for m in [re.match(r"(g_blocks\.\d+\.1)\.ChannelGate\.mlp\.[13]\.", line)] if m})
-    if not layers:
-        return ""
-    return (f"\n  {', '.join(layers)} (CBAM after generator block(s) {', '.join(l.split('.')[1] for l in layers)}) "
-            "has the width of another block: the original generator as committed builds its third CBAM "
-            "for base_channels (CBAMBlock(1 * base_channels)) after a 4 * base_channels block, so it cannot "
-            "run a forward. Fix the original to CBAMBlock(4 * base_channels), train, and save again; this "
-            "port builds every CBAM for its block's output width.")
+def _misfit(state_dict: Mapping[str, Any], template: Mapping[str, Any], names: NameMap, source: str,
+            missing: list[str], unexpected: list[str], wrong: list[str], expected: int) -> str:
+    """The message of a checkpoint that does not fit: what differs, then why it may."""
+    network = names.network
+    found, wanted = checkpoint_format(state_dict), spectral_norm_of(template)
+    hint = names.explain(wrong) if names.explain else ""
+    if wanted is not None and found != wanted:
+        hint += (f"\n  The checkpoint holds {FORMATS[found]}; this {network} is configured for "
+                 f"{FORMATS[wanted]} (config.model.spectral_norm={wanted!r})."
+                 + (f" Set config.model.spectral_norm={found!r} (the converter command does this "
+                    "itself)." if found in ("biggan", "torch") else ""))
+    elif len(missing) > expected // 2:
+        hint += ("\n  Most keys are missing: the checkpoint is probably of another network or another "
+                 "configuration (check --network and config.model: width, image size, variant).")
+    return (f"{source} ({FORMATS[found]}) does not fit the {network} network"
+            + (f" ({FORMATS[wanted]})" if wanted else "") + ":"
+            + _listing("missing keys", missing) + _listing("unexpected keys", unexpected)
+            + _listing("wrong shapes", wrong) + hint)
 
 
 def flax_to_torch(variables: Mapping[str, Any], torch_module_or_template_state_dict: Any,
-                  network: str | None = None) -> collections.OrderedDict:
+                  names: NameMap) -> collections.OrderedDict:
     """Flax variables -> a PyTorch state_dict loadable with `load_state_dict(strict=True)`.
 
     torch_module_or_template_state_dict: the PyTorch mirror module (or its state_dict) the
     weights are for; its keys and shapes are checked and give the order, and its
     num_batches_tracked values are kept. None builds the dict from the mapping alone
-    (num_batches_tracked = 0). Returns an OrderedDict of CPU tensors.
+    (num_batches_tracked = 0). names: the network's NameMap. Returns an OrderedDict of CPU
+    tensors.
     """
     import torch
 
     template = torch_module_or_template_state_dict
     if isinstance(template, torch.nn.Module):
         template = template.state_dict()
-    network, leaves = _leaves_for(variables, network)
+    layers, leaves = _mapping(variables, names)
     flat = _flat(variables)
     produced: dict[str, np.ndarray] = {leaf.torch_key: leaf.to_torch(np.asarray(flat[(leaf.collection,) + leaf.path]))
                                        for leaf in leaves}
-    counters = {f"{layer.torch}.num_batches_tracked" for layer in layer_map(variables, network)
-                if layer.kind == "batch_norm"}
+    counters = {f"{layer.torch}.num_batches_tracked" for layer in layers if layer.kind == "batch_norm"}
     if template is None:
         out = collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in produced.items())
         for key in sorted(counters):
@@ -497,7 +445,7 @@ def flax_to_torch(variables: Mapping[str, Any], torch_module_or_template_state_d
              for k, v in produced.items() if k in template and v.shape != _shape(template[k])]
     if missing or extra or wrong:
         raise TorchImportError(
-            f"the {network} variables do not fit the PyTorch template:"
+            f"the {names.network} variables do not fit the PyTorch template:"
             + _listing("keys the template lacks", missing) + _listing("template keys with no Flax source", extra)
             + _listing("wrong shapes", wrong))
     out = collections.OrderedDict()

@@ -21,6 +21,7 @@ from anomaly_core import program
 from anomaly_core.train_loop import Stage
 from funetgan_jax import losses, scoring
 from funetgan_jax.build import build_discriminator, build_encoder, build_generator, describe as describe_models
+from funetgan_jax.torch_names import TORCH_NETWORKS
 
 MUTABLE = ("batch_stats", "spectral")
 
@@ -320,6 +321,7 @@ METHOD = program.Method(
                        "config.train.n_critic", "config.train.generator_steps", "config.train.encoder_steps",
                        "config.train.kappa", "config.eval.kappa", "config.eval.image_score"),
     example_config="configs/quickstart.py",
+    torch=TORCH_NETWORKS,
 )
 
 

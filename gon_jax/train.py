@@ -23,6 +23,7 @@ from gon_jax.build import build_gon_model, describe as describe_model, init_vari
 from gon_jax.losses import cae_mse_loss
 from gon_jax.origin import gon_value_and_grad
 from gon_jax.scoring import reconstruction_errors
+from gon_jax.torch_names import TORCH_NETWORKS
 
 
 def optimizer(config) -> optax.GradientTransformation:
@@ -149,6 +150,7 @@ METHOD = program.Method(
     recorded_settings=lambda c: {"config.train.batch_size": c.train.batch_size} if has_context(c) else {},
     fill_state=fill_state,
     filled_keys=("context",),
+    torch=TORCH_NETWORKS,
 )
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from anomaly_core.torch_import import torch_to_flax
+from anomaly_core.torch_import import NameMap, torch_to_flax
 
 FORWARD_RTOL = 1e-5
 GRAD_RATIO = 4.0
@@ -103,11 +103,12 @@ def torch_backward(modules: Iterable[torch.nn.Module], loss_fn: Callable[..., to
     return loss.item()
 
 
-def torch_grads_as_flax(torch_module: torch.nn.Module, template: Any) -> Any:
-    """Every parameter's .grad in the Flax 'params' layout (through the converter)."""
+def torch_grads_as_flax(torch_module: torch.nn.Module, template: Any, names: NameMap) -> Any:
+    """Every parameter's .grad in the Flax 'params' layout (through the converter, `names`
+    the network's name map)."""
     sd = dict(torch_module.state_dict())
     sd.update({k: p.grad for k, p in torch_module.named_parameters()})
-    return torch_to_flax(sd, template)["params"]
+    return torch_to_flax(sd, template, names)["params"]
 
 
 def assert_grads_as_accurate(got: Any, want32: Any, want64: Any, what: str) -> float:

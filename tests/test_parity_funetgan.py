@@ -1,7 +1,8 @@
 """Numerical parity of the f-UNetGAN networks, losses and optimiser with the PyTorch mirror.
 
 The PyTorch side is funetgan_jax/torch_reference.py plus the loss formulas of docs/METHODS.md
-1.5/1.6 written out below; weights go PyTorch -> Flax through anomaly_core.torch_import.
+1.5/1.6 written out below; weights go PyTorch -> Flax through anomaly_core.torch_import with
+funetgan_jax/torch_names.py's name maps.
 Tolerances and why they are what they are: tests/parity_helpers.py (forward outputs within
 1e-5 of the output scale; gradients as accurate as PyTorch's own float32 ones, measured
 against float64). Tiny networks (width 4, 32x32, batch 2) and one moderate discriminator.
@@ -20,6 +21,7 @@ from funetgan_jax import losses, mixing
 from funetgan_jax.cbam import CBAM
 from funetgan_jax.build import (build_discriminator, build_encoder, build_generator, default_model_config,
                                 init_variables, input_shape)
+from funetgan_jax.torch_names import NAME_MAPS
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("funetgan_jax.torch_reference")
@@ -74,7 +76,7 @@ def check_forward(name, cfg, outputs, call_kwargs=None, steps=2):
     module, template, torch_module = networks(name, cfg)
     inputs = torch_inputs(name, cfg, steps)
     warm_up(torch_module, inputs + inputs)
-    variables = torch_to_flax(torch_module.state_dict(), template)
+    variables = torch_to_flax(torch_module.state_dict(), template, NAME_MAPS[name])
     train_apply = jit(functools.partial(module.apply, train=True, mutable=MUTABLE, **call_kwargs))
     eval_apply = jit(functools.partial(module.apply, train=False, **call_kwargs))
     worst = {}
@@ -89,7 +91,7 @@ def check_forward(name, cfg, outputs, call_kwargs=None, steps=2):
         with torch.no_grad():
             t_out = torch_module(x, **call_kwargs)
         record(forward_diffs(outputs(out, t_out), f"{name} train forward {step + 1}"))
-        expected = torch_to_flax(torch_module.state_dict(), template)
+        expected = torch_to_flax(torch_module.state_dict(), template, NAME_MAPS[name])
         for col in updates:
             assert_tree_close(variables[col], expected[col], f"{name} {col} after {step + 1} training forwards")
     torch_module.eval()
@@ -271,6 +273,7 @@ def test_discriminator_loss_gradient_parity(trio):
     weights come from the port's own mixing functions and are handed to PyTorch."""
     _, nets = trio
     D, template, tD, copy64 = nets["discriminator"]
+    names = NAME_MAPS["discriminator"]
     k_real, k_fake, k_mix, k_gp = jax.random.split(jax.random.key(5), 4)
     real = jax.random.uniform(k_real, (BATCH, 32, 32, 3))
     fake = jax.random.uniform(k_fake, (BATCH, 32, 32, 3))
@@ -279,7 +282,7 @@ def test_discriminator_loss_gradient_parity(trio):
     torch_args = [torch.from_numpy(np.array(v)).permute(0, 3, 1, 2) for v in (real, fake, lam, a)]
 
     tD.train()
-    params, state = split(torch_to_flax(tD.state_dict(), template))  # before PyTorch's forwards move u, v
+    params, state = split(torch_to_flax(tD.state_dict(), template, names))  # before PyTorch's forwards move u, v
     tD64 = copy64()
     torch_backward([tD64], torch_discriminator_loss, *[t.double() for t in torch_args])
     t_loss = torch_backward([tD], torch_discriminator_loss, *torch_args)
@@ -304,9 +307,9 @@ def test_discriminator_loss_gradient_parity(trio):
 
     (loss, new_state), grads = jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
     np.testing.assert_allclose(float(loss), t_loss, rtol=1e-5)
-    assert_grads_as_accurate(grads, torch_grads_as_flax(tD, template), torch_grads_as_flax(tD64, template),
-                             "discriminator loss gradient")
-    expected = torch_to_flax(tD.state_dict(), template)  # four forwards' worth of updates
+    assert_grads_as_accurate(grads, torch_grads_as_flax(tD, template, names),
+                             torch_grads_as_flax(tD64, template, names), "discriminator loss gradient")
+    expected = torch_to_flax(tD.state_dict(), template, names)  # four forwards' worth of updates
     for col in new_state:
         assert_tree_close(new_state[col], expected[col], f"{col} after the discriminator step")
 
@@ -379,8 +382,8 @@ def test_generator_loss_gradient_parity(trio):
     z = torch.randn(BATCH, cfg.z_dim)
     tG.train()
     tD.train()
-    g_params, g_state = split(torch_to_flax(tG.state_dict(), g_template))
-    d_vars = torch_to_flax(tD.state_dict(), d_template)
+    g_params, g_state = split(torch_to_flax(tG.state_dict(), g_template, NAME_MAPS["generator"]))
+    d_vars = torch_to_flax(tD.state_dict(), d_template, NAME_MAPS["discriminator"])
     tG64, tD64 = g_copy64(), d_copy64()
     torch_backward([tG64, tD64], torch_generator_loss, z.double())
     t_loss = torch_backward([tG, tD], torch_generator_loss, z)
@@ -392,8 +395,9 @@ def test_generator_loss_gradient_parity(trio):
 
     loss, grads = jit(jax.value_and_grad(loss_fn))(g_params)
     np.testing.assert_allclose(float(loss), t_loss, rtol=1e-5)
-    assert_grads_as_accurate(grads, torch_grads_as_flax(tG, g_template), torch_grads_as_flax(tG64, g_template),
-                             "generator loss gradient")
+    g_names = NAME_MAPS["generator"]
+    assert_grads_as_accurate(grads, torch_grads_as_flax(tG, g_template, g_names),
+                             torch_grads_as_flax(tG64, g_template, g_names), "generator loss gradient")
 
 
 def test_encoder_loss_gradient_parity(trio):
@@ -407,8 +411,9 @@ def test_encoder_loss_gradient_parity(trio):
     tG.eval()
     tD.eval()
     tE.train()
-    g_vars, d_vars = torch_to_flax(tG.state_dict(), g_template), torch_to_flax(tD.state_dict(), d_template)
-    e_params, e_state = split(torch_to_flax(tE.state_dict(), e_template))
+    g_vars = torch_to_flax(tG.state_dict(), g_template, NAME_MAPS["generator"])
+    d_vars = torch_to_flax(tD.state_dict(), d_template, NAME_MAPS["discriminator"])
+    e_params, e_state = split(torch_to_flax(tE.state_dict(), e_template, NAME_MAPS["encoder"]))
     tE64, tG64, tD64 = e_copy64(), g_copy64(), d_copy64()
     torch_backward([tE64, tG64, tD64], torch_encoder_loss, x.double())
     t_loss = torch_backward([tE, tG, tD], torch_encoder_loss, x)
@@ -422,8 +427,9 @@ def test_encoder_loss_gradient_parity(trio):
 
     (loss, _), grads = jit(jax.value_and_grad(loss_fn, has_aux=True))(e_params)
     np.testing.assert_allclose(float(loss), t_loss, rtol=1e-5)
-    assert_grads_as_accurate(grads, torch_grads_as_flax(tE, e_template), torch_grads_as_flax(tE64, e_template),
-                             "encoder loss gradient")
+    e_names = NAME_MAPS["encoder"]
+    assert_grads_as_accurate(grads, torch_grads_as_flax(tE, e_template, e_names),
+                             torch_grads_as_flax(tE64, e_template, e_names), "encoder loss gradient")
 
 
 def test_adam_steps_match_torch(trio):
@@ -440,7 +446,7 @@ def test_adam_steps_match_torch(trio):
     _, nets = trio
     _, template, tD, _ = nets["discriminator"]
     lr, betas, eps = 1e-4, (0.0, 0.9), 1e-8
-    leaves, treedef = jax.tree.flatten(torch_to_flax(tD.state_dict(), template)["params"])
+    leaves, treedef = jax.tree.flatten(torch_to_flax(tD.state_dict(), template, NAME_MAPS["discriminator"])["params"])
     shapes = [leaf.shape for leaf in leaves]
     splits = np.cumsum([leaf.size for leaf in leaves])[:-1]
 
@@ -464,8 +470,8 @@ def test_adam_steps_match_torch(trio):
     for i in range(3):
         for p in tD.parameters():  # magnitudes from 1e-9 to 1, so eps matters for some
             p.grad = torch.randn(p.shape, generator=gen) * 10.0 ** torch.randint(-9, 1, p.shape, generator=gen)
-        grads = ravel(torch_grads_as_flax(tD, template))
+        grads = ravel(torch_grads_as_flax(tD, template, NAME_MAPS["discriminator"]))
         torch_opt.step()
         flat, opt_state = step(grads, opt_state, flat)
-        assert_tree_close(unravel(flat), torch_to_flax(tD.state_dict(), template)["params"],
+        assert_tree_close(unravel(flat), torch_to_flax(tD.state_dict(), template, NAME_MAPS["discriminator"])["params"],
                           f"parameters after Adam step {i + 1}", rtol=1e-6, atol=1e-9)

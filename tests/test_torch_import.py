@@ -1,5 +1,6 @@
-"""anomaly_core.torch_import and the convert_checkpoint command: layouts, both directions,
-error messages, safe loading. Only tiny networks; the one XLA program is a tiny forward."""
+"""anomaly_core.torch_import with the methods' name maps (funetgan_jax/torch_names.py,
+gon_jax/torch_names.py) and the convert_checkpoint command: layouts, both directions, error
+messages, safe loading. Only tiny networks; the one XLA program is a tiny forward."""
 
 import functools
 import os
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 
 from anomaly_core import convert_checkpoint
-from anomaly_core.torch_import import (TorchImportError, flax_to_torch, layer_map, load_torch_checkpoint,
-                                       network_of, torch_to_flax)
+from anomaly_core.torch_import import TorchImportError, flax_to_torch, load_torch_checkpoint, torch_to_flax
 from funetgan_jax import build as funetgan_build
+from funetgan_jax import torch_names as funetgan_names
 from gon_jax import build as gon_build
+from gon_jax import torch_names as gon_names
 
 torch = pytest.importorskip("torch")
 funetgan_ref = pytest.importorskip("funetgan_jax.torch_reference")
@@ -81,6 +83,12 @@ PAIRS = {
     "variational_gon": lambda: gon_pair("variational_gon", "vae32", nz=8, ngf=4),
     "cae": lambda: gon_pair("cae", "mvtec", widths=(4, 8)),
 }
+# The name map of each pair's network (the method packages own them).
+NAMES = {"generator": funetgan_names.GENERATOR, "discriminator": funetgan_names.DISCRIMINATOR,
+         "discriminator_conv": funetgan_names.DISCRIMINATOR, "encoder": funetgan_names.ENCODER,
+         "encoder_torch_sn": funetgan_names.ENCODER, "discriminator_torch_sn": funetgan_names.DISCRIMINATOR,
+         "conv_gon": gon_names.CONV_GON, "implicit_gon": gon_names.IMPLICIT_GON,
+         "variational_gon": gon_names.VARIATIONAL_GON, "cae": gon_names.CAE}
 
 
 def randomise_statistics(torch_module, gen):
@@ -111,7 +119,7 @@ def test_layouts_of_one_conv_and_its_spectral_vectors():
     tm.eval()
     with torch.no_grad():
         tm(torch.rand(2, 3, 32, 32))  # eval forward: weight = weight_orig / sigma(stored u, v)
-    variables = torch_to_flax(tm.state_dict(), template)
+    variables = torch_to_flax(tm.state_dict(), template, funetgan_names.ENCODER)
     layer = tm.residual_conv_1.conv1  # (8, 4, 3, 3): every axis distinct in size
     w = layer.weight_orig.detach().numpy()
     kernel = np.asarray(variables["params"]["block1"]["conv1"]["kernel"])
@@ -137,7 +145,7 @@ def test_layouts_of_the_original_biggan_spectral_norm():
     with torch.no_grad():
         sd["residual_conv_1.conv1.u0"].normal_()
         sd["residual_conv_1.conv1.sv0"].fill_(2.5)
-    variables = torch_to_flax(sd, template)
+    variables = torch_to_flax(sd, template, funetgan_names.ENCODER)
     spectral = variables["spectral"]["block1"]["conv1"]
     assert set(spectral) == {"u", "sigma"} and set(variables["spectral"]["input_conv"]) == {"u", "v"}
     np.testing.assert_array_equal(np.asarray(spectral["u"]), sd["residual_conv_1.conv1.u0"].numpy()[0])
@@ -150,7 +158,7 @@ def test_layouts_of_the_original_biggan_spectral_norm():
 def test_layouts_of_transposed_conv_dense_and_batch_norm():
     template, tm = PAIRS["variational_gon"]()
     randomise_statistics(tm, torch.Generator().manual_seed(0))
-    variables = torch_to_flax(tm.state_dict(), template)
+    variables = torch_to_flax(tm.state_dict(), template, gon_names.VARIATIONAL_GON)
     convt = tm.main[0].weight.detach().numpy()  # ConvTranspose2d (I=8, O=16, 4, 4)
     kernel = np.asarray(variables["params"]["decoder"]["convt0"]["kernel"])
     assert convt.shape == (8, 16, 4, 4) and kernel.shape == (4, 4, 16, 8)
@@ -174,7 +182,7 @@ def test_round_trip_torch_flax_torch(network):
     template, tm = PAIRS[network]()
     randomise_statistics(tm, torch.Generator().manual_seed(1))
     sd = tm.state_dict()
-    back = flax_to_torch(torch_to_flax(sd, template), tm)
+    back = flax_to_torch(torch_to_flax(sd, template, NAMES[network]), tm, NAMES[network])
     assert list(back) == list(sd)
     for key, value in sd.items():
         assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
@@ -187,8 +195,8 @@ def test_round_trip_flax_torch_flax(network):
     strictly into the mirror -> back to Flax unchanged."""
     template, tm = PAIRS[network]()
     variables = random_variables(template)
-    tm.load_state_dict(flax_to_torch(variables, None), strict=True)
-    jax.tree.map(np.testing.assert_array_equal, torch_to_flax(tm.state_dict(), template), variables)
+    tm.load_state_dict(flax_to_torch(variables, None, NAMES[network]), strict=True)
+    jax.tree.map(np.testing.assert_array_equal, torch_to_flax(tm.state_dict(), template, NAMES[network]), variables)
 
 
 def converged_spectral_vectors(variables):
@@ -216,7 +224,7 @@ def test_exported_weights_reproduce_flax_outputs():
     template = _template(("funetgan", "encoder", ()))
     variables = converged_spectral_vectors(random_variables(template, seed=3))
     tm = funetgan_ref.build_network("encoder", cfg)
-    tm.load_state_dict(flax_to_torch(variables, tm), strict=True)
+    tm.load_state_dict(flax_to_torch(variables, tm, funetgan_names.ENCODER), strict=True)
     tm.eval()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
@@ -228,9 +236,9 @@ def test_exported_weights_reproduce_flax_outputs():
 # Checkpoints that do not fit
 
 
-def import_error(state_dict, template, **kwargs):
+def import_error(state_dict, template, names, **kwargs):
     with pytest.raises(TorchImportError) as info:
-        torch_to_flax(state_dict, template, **kwargs)
+        torch_to_flax(state_dict, template, names, **kwargs)
     return str(info.value)
 
 
@@ -238,7 +246,7 @@ def test_missing_keys_are_named_with_their_shapes():
     template, tm = PAIRS["encoder"]()
     sd = tm.state_dict()
     del sd["linear.weight_u"], sd["residual_conv_2.conv1.weight"], sd["residual_conv_2.conv1.u0"]
-    message = import_error(sd, template, source="enc.pth")
+    message = import_error(sd, template, funetgan_names.ENCODER, source="enc.pth")
     assert ("enc.pth (BigGAN-style spectral norm (u0/sv0)) does not fit the encoder network "
             "(BigGAN-style spectral norm (u0/sv0))") in message
     assert "missing keys (3)" in message
@@ -252,7 +260,7 @@ def test_unexpected_keys_are_named():
     template, tm = PAIRS["conv_gon"]()
     sd = tm.state_dict()
     sd["network.99.weight"] = torch.zeros(3, 2)
-    message = import_error(sd, template)
+    message = import_error(sd, template, gon_names.CONV_GON)
     assert "unexpected keys (1)" in message and "network.99.weight (3, 2)" in message
     assert "missing" not in message
 
@@ -261,7 +269,7 @@ def test_wrong_shapes_are_named():
     """A checkpoint of a wider configuration: every key present, shapes off."""
     template, _ = PAIRS["generator"]()
     _, wider = funetgan_pair("generator", width=8)
-    message = import_error(wider.state_dict(), template)
+    message = import_error(wider.state_dict(), template, funetgan_names.GENERATOR)
     assert "wrong shapes" in message and "missing" not in message
     assert ("proj_o.1.weight: checkpoint (3, 8, 3, 3), expected (3, 4, 3, 3) "
             "(Flax params/out_conv/kernel (3, 3, 4, 3))") in message
@@ -272,7 +280,7 @@ def test_wrong_architecture_is_named():
     into the 'conv' variant (no shortcut convolutions, no CBAM)."""
     template, _ = PAIRS["discriminator"]()
     _, generator = PAIRS["generator"]()
-    message = import_error(generator.state_dict(), template)
+    message = import_error(generator.state_dict(), template, funetgan_names.DISCRIMINATOR)
     assert "does not fit the discriminator network" in message
     assert "input_layer.conv1.weight (expected shape (4, 3, 3, 3))" in message
     assert "g_blocks.0.0.conv1.weight (16, 32, 3, 3)" in message
@@ -280,7 +288,7 @@ def test_wrong_architecture_is_named():
 
     conv_template, _ = PAIRS["discriminator_conv"]()
     _, residual = PAIRS["discriminator"]()
-    message = import_error(residual.state_dict(), conv_template)
+    message = import_error(residual.state_dict(), conv_template, funetgan_names.DISCRIMINATOR)
     assert "missing keys" not in message
     assert "residual_conv_1.conv_sc.weight" in message
     assert "input_layer.attention1.ChannelGate.mlp.1.weight" in message
@@ -291,18 +299,18 @@ def test_spectral_norm_format_mismatch_is_named():
     layers, and the reverse: both formats and the setting that selects them are named."""
     template, _ = PAIRS["discriminator"]()
     _, torch_sn = PAIRS["discriminator_torch_sn"]()
-    message = import_error(torch_sn.state_dict(), template, source="D.pth")
+    message = import_error(torch_sn.state_dict(), template, funetgan_names.DISCRIMINATOR, source="D.pth")
     assert ("D.pth (torch spectral_norm (weight_orig/weight_u/weight_v)) does not fit the discriminator "
             "network (BigGAN-style spectral norm (u0/sv0))") in message
     assert "config.model.spectral_norm='torch'" in message
     assert "probably of another network" not in message
     torch_template, _ = PAIRS["discriminator_torch_sn"]()
     _, original = PAIRS["discriminator"]()
-    message = import_error(original.state_dict(), torch_template, source="D.pth")
+    message = import_error(original.state_dict(), torch_template, funetgan_names.DISCRIMINATOR, source="D.pth")
     assert "holds BigGAN-style spectral norm (u0/sv0); this discriminator is configured for torch" in message
     assert "config.model.spectral_norm='biggan'" in message
     plain = {k: v for k, v in original.state_dict().items() if not k.endswith(("u0", "sv0"))}
-    assert "plain weights (no spectral-norm state)" in import_error(plain, template)
+    assert "plain weights (no spectral-norm state)" in import_error(plain, template, funetgan_names.DISCRIMINATOR)
 
 
 def test_generator_cbam_of_the_wrong_width_is_explained():
@@ -313,7 +321,7 @@ def test_generator_cbam_of_the_wrong_width_is_explained():
     sd["g_blocks.1.1.ChannelGate.mlp.1.weight"] = torch.zeros(1, 4)  # built for 4 channels, not 8
     sd["g_blocks.1.1.ChannelGate.mlp.3.weight"] = torch.zeros(4, 1)
     sd["g_blocks.1.1.ChannelGate.mlp.3.bias"] = torch.zeros(4)
-    message = import_error(sd, template)
+    message = import_error(sd, template, funetgan_names.GENERATOR)
     assert "g_blocks.1.1.ChannelGate.mlp.1.weight: checkpoint (1, 4), expected (1, 8)" in message
     assert "g_blocks.1.1 (CBAM after generator block(s) 1) has the width of another block" in message
     assert "CBAMBlock(4 * base_channels)" in message
@@ -326,24 +334,36 @@ def test_wrapped_checkpoints_are_opened(network):
     template, tm = PAIRS[network]()
     sd = tm.state_dict()
     wrapped = {"state_dict": {f"module.{k}": v for k, v in sd.items()}}
-    jax.tree.map(np.testing.assert_array_equal, torch_to_flax(wrapped, template), torch_to_flax(sd, template))
+    jax.tree.map(np.testing.assert_array_equal, torch_to_flax(wrapped, template, NAMES[network]),
+                 torch_to_flax(sd, template, NAMES[network]))
 
 
 def test_unrecognised_variables_and_wrong_network_are_named():
-    with pytest.raises(TorchImportError, match=r"cannot tell which network.*\['mystery'\]"):
-        network_of({"params": {"mystery": {}}})
+    """The name map is passed, not guessed from module names: one that does not fit the
+    template names its network and what is unmatched, or the Flax module it looked for."""
+    template, _ = PAIRS["cae"]()
+    extra = {"mystery": {"kernel": jax.ShapeDtypeStruct((3,), jnp.float32)}}
+    mystery = {**template, "params": {**template["params"], **extra}}
+    with pytest.raises(TorchImportError, match=r"the cae mapping does not fit.*\n.*without a PyTorch counterpart "
+                                               r"\(1\):\n\s+params/mystery/kernel"):
+        torch_to_flax({}, mystery, gon_names.CAE)
+    with pytest.raises(TorchImportError, match="expected a Flax variables dict with a 'params' collection"):
+        torch_to_flax({}, {"mystery": {}}, gon_names.CAE)
     template, _ = PAIRS["encoder"]()
-    with pytest.raises(TorchImportError, match="network must be one of"):
-        layer_map(template, "resnet")
     with pytest.raises(TorchImportError, match="the Flax template has no parameters at proj_z"):
-        torch_to_flax({}, template, network="generator")
+        torch_to_flax({}, template, funetgan_names.GENERATOR)
+    from configs.quickstart import get_config
+
+    with pytest.raises(ValueError, match=r"--network=resnet is not a network of config.method='funetgan': one of "
+                                         r"\['generator', 'discriminator', 'encoder', 'all'\]"):
+        convert_checkpoint.abstract_variables(get_config(), "resnet")
 
 
 def test_export_into_a_mismatched_template_is_named():
     template, _ = PAIRS["encoder"]()
     _, wider = funetgan_pair("encoder", width=8, e_attention="cbam")
     with pytest.raises(TorchImportError, match=r"wrong shapes.*\n.*input_layer\.weight_orig: Flax gives \(4, 3, 3, 3\)"):
-        flax_to_torch(random_variables(template), wider)
+        flax_to_torch(random_variables(template), wider, funetgan_names.ENCODER)
 
 
 # ----------------------------------------------------------------------------------------
@@ -407,7 +427,8 @@ def test_convert_command(tmp_path):
 
     abstract = convert_checkpoint.abstract_variables(config, "encoder")
     restored = convert_checkpoint.restore_variables(out, abstract)
-    jax.tree.map(np.testing.assert_array_equal, restored, torch_to_flax(tm.state_dict(), abstract))
+    jax.tree.map(np.testing.assert_array_equal, restored,
+                 torch_to_flax(tm.state_dict(), abstract, funetgan_names.ENCODER))
 
     back = convert_checkpoint.export(config, "encoder", out, str(tmp_path / "back.pth"))
     exported = torch.load(back, weights_only=True)
@@ -455,6 +476,29 @@ def test_convert_command_round_trip_through_a_run_folder(tmp_path):
                           f"--pth={files[0]}", "--network=generator", f"--workdir={tmp_path / 'other'}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "needs the whole f-UNetGAN: --network=all" in run.stderr
+
+
+def test_convert_command_round_trip_through_a_gon_run_folder(tmp_path):
+    """--network=all is the method's whole run, whatever the method: for GON its one model ->
+    a run folder -> exported back from that run, every tensor bit for bit."""
+    from configs.gon_quickstart import get_config
+
+    config = get_config()
+    tm = gon_ref.build_model(config.model)
+    randomise_statistics(tm, torch.Generator().manual_seed(4))
+    pth, run_dir, back = str(tmp_path / "gon.pth"), str(tmp_path / "run"), str(tmp_path / "back.pth")
+    torch.save(tm.state_dict(), pth)
+    total = config.train.steps
+    assert convert_checkpoint.import_run(config, [pth], run_dir) == os.path.join(run_dir, "checkpoints", str(total))
+    convert_checkpoint.export_run(config, "all", run_dir, [back])
+    got = torch.load(back, weights_only=True)
+    assert list(got) == list(tm.state_dict())
+    differ = [k for k, v in tm.state_dict().items() if not torch.equal(got[k], v)]
+    assert all(k.endswith("num_batches_tracked") for k in differ), differ
+    with pytest.raises(ValueError, match="--network=all converts a whole GON into a run folder: pass --workdir"):
+        convert_checkpoint.convert(config, "all", pth, str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"--network=all needs 1 --pth file\(s\) \(gon\), got 2"):
+        convert_checkpoint.export_run(config, "all", run_dir, [back, back])
 
 
 def test_convert_command_help():
