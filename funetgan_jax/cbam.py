@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.precision import cast
-from funetgan_jax.layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
+from anomaly_core.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
 

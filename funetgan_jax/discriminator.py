@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.precision import cast
+from anomaly_core.torch_layers import check_choice, torch_bias_init, torch_kernel_init
 from funetgan_jax.cbam import CBAM
-from funetgan_jax.layers import (SNConv, SNDense, check_choice, instance_norm, pool_2x2, torch_bias_init,
-                                 torch_kernel_init, upsample_nearest)
+from funetgan_jax.layers import SNConv, SNDense, instance_norm, pool_2x2, upsample_nearest
 
 Array = jax.Array
 

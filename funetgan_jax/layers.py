@@ -1,5 +1,5 @@
-"""Layers of the f-UNetGAN networks with PyTorch semantics: spectral-normalised conv/dense,
-BatchNorm with torch's running statistics, and the parameter-free helpers.
+"""Layers of the f-UNetGAN networks with PyTorch semantics: spectral-normalised conv/dense
+and the parameter-free helpers (BatchNorm and the initialisers: anomaly_core.torch_layers).
 
 Spectral norm has two modes (`SPECTRAL_NORMS`, config.model.spectral_norm), both with
 one power iteration per forward and their state in the `spectral` collection:
@@ -19,16 +19,15 @@ HWIO-flatten order (a PyTorch `weight_v` must be permuted on import) and the sin
 values are the same.
 
 Initialisation mirrors PyTorch's Conv2d/Linear defaults (kernel and bias uniform in
-+-1/sqrt(fan_in)) because the reference trains from those defaults.
++-1/sqrt(fan_in), anomaly_core.torch_layers) because the reference trains from those defaults.
 
 Mixed precision (`config.model.dtype`): every module takes `dtype`, the dtype it computes
 and returns in (None, the default: the input's dtype, no cast; float32 in training, float64
 in the parity tests); parameters stay float32. The spectral-norm power iteration and sigma,
-and the BatchNorm / instance-norm statistics, are computed in at least float32 whatever `dtype`.
+and the instance-norm statistics, are computed in at least float32 whatever `dtype`.
 """
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -36,34 +35,12 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.precision import at_least_f32, cast
+from anomaly_core.torch_layers import check_choice, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
 
 _SN_EPS = 1e-12  # torch.nn.utils.spectral_norm default
 _IN_EPS = 1e-5  # torch.nn.InstanceNorm2d default
-
-
-def _uniform(key: Array, shape: Sequence[int], dtype: Any, fan_in: int) -> Array:
-    bound = 1.0 / float(fan_in) ** 0.5
-    # Drawn flat, then reshaped: XLA:CPU compiles the (partitionable) threefry for a
-    # 4-D shape several times slower than for the same number of values in 1-D.
-    return jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound).reshape(shape)
-
-
-def torch_kernel_init(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
-    """kaiming_uniform(a=sqrt(5)) of torch Conv2d/Linear: U(+-1/sqrt(fan_in)), kernel (..., in, out)."""
-    return _uniform(key, shape, dtype, math.prod(shape[:-1]))
-
-
-def torch_bias_init(fan_in: int) -> Callable[..., Array]:
-    """PyTorch's default bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    return lambda key, shape, dtype=jnp.float32: _uniform(key, shape, dtype, fan_in)
-
-
-def check_choice(value: Any, choices: Sequence[Any], setting: str) -> None:
-    """Raises ValueError naming `setting` unless `value` is one of `choices`."""
-    if value not in choices:
-        raise ValueError(f"{setting} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _l2_normalize(x: Array) -> Array:
@@ -193,45 +170,6 @@ class SNDense(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", torch_bias_init(fan_in), (self.features,)).astype(x.dtype)
         return y
-
-
-class BatchNorm(nn.Module):
-    """BatchNorm over all axes but the last, with PyTorch BatchNorm2d's statistics.
-
-    (..., C) -> (..., C). Training normalises with the biased batch variance and, as torch
-    does (flax.linen.BatchNorm does not), updates the running variance with the unbiased
-    one: running = momentum * running + (1 - momentum) * batch. `momentum` is Flax's
-    convention, 1 - PyTorch momentum. Eval uses the running statistics. Variables are
-    named as in flax.linen.BatchNorm: params scale, bias; batch_stats mean, var.
-    Statistics and normalisation in at least float32; the output in `dtype` (None: x's dtype).
-    """
-
-    momentum: float = 0.9
-    epsilon: float = 1e-5
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: Array, *, train: bool) -> Array:
-        out_dtype = x.dtype if self.dtype is None else self.dtype
-        x = at_least_f32(x)
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,))
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)
-            if not self.is_initializing():
-                n = x.size // c  # torch refuses n == 1 in training; we keep the biased value then
-                m = self.momentum
-                running_mean.value = m * running_mean.value + (1 - m) * mean
-                running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
-        else:
-            mean, var = running_mean.value, running_var.value
-        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-        return y.astype(out_dtype)
 
 
 def instance_norm(x: Array) -> Array:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.precision import at_least_f32
-from funetgan_jax.layers import check_choice
+from anomaly_core.torch_layers import check_choice
 from funetgan_jax.mixing import consistency_mix, interpolation_weights
 
 Array = jax.Array

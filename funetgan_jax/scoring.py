@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funetgan_jax.layers import check_choice
+from anomaly_core.torch_layers import check_choice
 from funetgan_jax.losses import features_of
 
 Array = jax.Array

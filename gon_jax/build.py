@@ -20,8 +20,8 @@ import ml_collections
 from anomaly_core.precision import compute_dtype
 from anomaly_core.summary import parameter_summary
 from gon_jax.cae import ConvAutoencoder
-from gon_jax.decoders import (ACTIVATIONS, OUT_ACTIVATIONS, ConvDecoder, decoder_output_size, mnist_stages,
-                              mvtec_stages, vae32_stages)
+from gon_jax.layers import (ACTIVATIONS, OUT_ACTIVATIONS, ConvDecoder, decoder_output_size, mnist_stages,
+                            mvtec_stages, vae32_stages)
 from gon_jax.siren import ImplicitGON
 from gon_jax.variational import VariationalGON
 

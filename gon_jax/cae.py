@@ -3,7 +3,7 @@
   Conv3x3(C->32, pad 1) ReLU MaxPool2 -> Conv3x3(32->64, pad 1) ReLU MaxPool2 ->
   ConvT(64->32, k3 s2 p1 op1) ReLU -> ConvT(32->C, k3 s2 p1 op1) sigmoid
 Its loss is gon_jax.losses.cae_mse_loss. PyTorch import: conv{i}/convt{i} as documented in
-gon_jax.decoders.
+gon_jax.layers.
 """
 
 from typing import Any
@@ -11,7 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from gon_jax.decoders import torch_bias_init, torch_conv_transpose, torch_kernel_init
+from anomaly_core.torch_layers import torch_bias_init, torch_kernel_init
+from gon_jax.layers import torch_conv_transpose
 
 Array = jax.Array
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.precision import at_least_f32
-from gon_jax.decoders import check_choice
+from anomaly_core.torch_layers import check_choice
 
 Array = jax.Array
 

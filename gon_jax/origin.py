@@ -31,8 +31,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from anomaly_core.torch_layers import check_choice
 from gon_jax.cae import ConvAutoencoder
-from gon_jax.decoders import ConvDecoder, check_choice
+from gon_jax.layers import ConvDecoder
 from gon_jax.losses import gon_loss
 from gon_jax.siren import ImplicitGON
 from gon_jax.variational import REPARAM_RNG, VariationalGON

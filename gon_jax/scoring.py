@@ -36,8 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from anomaly_core.torch_layers import check_choice
 from gon_jax.cae import ConvAutoencoder
-from gon_jax.decoders import check_choice
 from gon_jax.origin import default_loss_kind, origin_latent
 from gon_jax.variational import VariationalGON
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gon_jax.decoders import Stage, mnist_stages, mvtec_stages, vae32_stages
+from gon_jax.layers import Stage, mnist_stages, mvtec_stages, vae32_stages
 
 BN_MOMENTUM = 0.1  # torch convention (flax momentum 0.9)
 

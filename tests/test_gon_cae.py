@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from test_gon_decoders import n_params
+from test_gon_layers import n_params
 
 from gon_jax.cae import ConvAutoencoder
 from gon_jax.losses import cae_mse_loss

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_gon_decoders import numpy_variables
+from test_gon_layers import numpy_variables
 
 from gon_jax.cae import ConvAutoencoder
-from gon_jax.decoders import ConvDecoder
+from gon_jax.layers import ConvDecoder
 from gon_jax.losses import gon_loss, mse_sum_channels, siren_sum_pixels
 from gon_jax.origin import default_loss_kind, gon_loss_and_updates, gon_value_and_grad, origin_latent
 from gon_jax.siren import ImplicitGON

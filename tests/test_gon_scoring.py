@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_gon_decoders import numpy_variables
+from test_gon_layers import numpy_variables
 
 from gon_jax.cae import ConvAutoencoder
-from gon_jax.decoders import ConvDecoder, vae32_stages
+from gon_jax.layers import ConvDecoder, vae32_stages
 from gon_jax.origin import gon_loss_and_updates
 from gon_jax.scoring import reconstruction_errors
 from gon_jax.variational import VariationalGON

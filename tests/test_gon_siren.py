@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_gon_decoders import n_params, numpy_variables
+from test_gon_layers import n_params, numpy_variables
 
 from gon_jax.siren import ImplicitGON, pixel_coordinates
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from test_gon_decoders import n_params, numpy_variables
+from test_gon_layers import n_params, numpy_variables
 
-from gon_jax.decoders import ConvDecoder, vae32_stages
+from gon_jax.layers import ConvDecoder, vae32_stages
 from gon_jax.losses import binary_cross_entropy, gon_loss, kl_divergence, vae_bce_kl
 from gon_jax.origin import gon_loss_and_updates
 from gon_jax.variational import VariationalGON, variational_gon_32

@@ -18,7 +18,7 @@ import pytest
 
 from anomaly_core.torch_import import torch_to_flax
 from gon_jax import build, origin
-from gon_jax.decoders import ConvDecoder
+from gon_jax.layers import ConvDecoder
 from gon_jax.torch_names import name_map
 
 torch = pytest.importorskip("torch")

@@ -1,4 +1,5 @@
-"""Conv GON decoders: PyTorch ConvTranspose/BatchNorm numerics, parameter counts, presets, build.
+"""GON layers (gon_jax/layers.py): PyTorch ConvTranspose numerics, the conv decoders' parameter
+counts, presets, build (BatchNorm: tests/test_torch_layers.py).
 
 JAX's default threefry RNG takes seconds to compile per shape on a small CPU, so tests
 fill variables with numpy (`numpy_variables`, also used by the other GON test modules)
@@ -14,8 +15,8 @@ import pytest
 import torch
 
 from gon_jax import build
-from gon_jax.decoders import (ConvDecoder, TorchBatchNorm, decoder_output_size, mnist_conv_gon, mnist_stages,
-                              mvtec_conv_gon, torch_conv_transpose, vae32_stages)
+from gon_jax.layers import (ConvDecoder, decoder_output_size, mnist_conv_gon, mnist_stages, mvtec_conv_gon,
+                            torch_conv_transpose, vae32_stages)
 
 
 def numpy_variables(model, *inputs, seed: int = 0, **kwargs):
@@ -84,44 +85,6 @@ def test_conv_transpose_rejects_bad_padding():
         torch_conv_transpose(4, 3, 2, 3)
     with pytest.raises(ValueError, match="output_padding"):
         torch_conv_transpose(4, 3, 2, 1, 2)
-
-
-def test_batch_norm_equals_torch_train_and_eval():
-    rng = np.random.default_rng(0)
-    xs = [rng.normal(loc=1.0, scale=2.0, size=(3, 4, 5, 2)).astype(np.float32) for _ in range(2)]
-    ref = torch.nn.BatchNorm2d(4, eps=1e-5, momentum=0.1)
-    with torch.no_grad():
-        ref.weight.copy_(torch.tensor([1.0, 2.0, 0.5, -1.0]))
-        ref.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 0.3]))
-    bn = TorchBatchNorm()
-    variables = bn.init(jax.random.key(0), jnp.zeros((1, 5, 2, 4)))
-    variables = {"params": {"scale": jnp.asarray(ref.weight.detach().numpy()),
-                            "bias": jnp.asarray(ref.bias.detach().numpy())},
-                 "batch_stats": variables["batch_stats"]}
-    for x in xs:  # two training forwards: output with batch statistics, running stats updated
-        want = ref.train()(torch.from_numpy(x))
-        got, upd = bn.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)), train=True, mutable=["batch_stats"])
-        variables = {**variables, "batch_stats": upd["batch_stats"]}
-        np.testing.assert_allclose(np.asarray(got), to_nhwc(want), rtol=1e-5, atol=1e-5)
-    # running_var uses the unbiased batch variance (n/(n-1)), as in PyTorch.
-    np.testing.assert_allclose(variables["batch_stats"]["mean"], ref.running_mean.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(variables["batch_stats"]["var"], ref.running_var.numpy(), rtol=1e-6)
-    want = ref.eval()(torch.from_numpy(xs[0]))
-    got = bn.apply(variables, jnp.asarray(xs[0].transpose(0, 2, 3, 1)), train=False)
-    np.testing.assert_allclose(np.asarray(got), to_nhwc(want), rtol=1e-5, atol=1e-5)
-
-
-def test_batch_norm_identical_samples_have_zero_variance():
-    # The GON origin: every sample's activations equal -> variance exactly 0, output = bias.
-    x = jnp.broadcast_to(jnp.array([0.3, -1.7, 2.1]), (4, 2, 2, 3))
-    bn = TorchBatchNorm()
-    variables = bn.init(jax.random.key(0), x)
-    variables["params"]["bias"] = jnp.array([0.5, 0.0, -2.0])
-    y, upd = bn.apply(variables, x, train=True, mutable=["batch_stats"])
-    # x - mean is only the rounding error of the float32 mean (~1e-7), amplified by 1/sqrt(eps).
-    np.testing.assert_allclose(np.asarray(y), np.broadcast_to([0.5, 0.0, -2.0], (4, 2, 2, 3)), atol=2e-4)
-    np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 * np.ones(3), rtol=1e-7)  # 0.9 * 1 + 0.1 * 0
-    np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * np.array([0.3, -1.7, 2.1]), rtol=1e-6)
 
 
 def test_mvtec_parameter_count():

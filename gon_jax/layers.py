@@ -1,8 +1,11 @@
-"""Convolutional GON decoders (docs/METHODS.md 2.2, 2.3, 2.5) and the PyTorch-semantics layers they use.
+"""GON's layers: PyTorch's ConvTranspose2d (`TorchConvTranspose`), the convolutional GON
+decoder (`ConvDecoder`, docs/METHODS.md 2.2, 2.3, 2.5) and its stage presets.
 
 One module, `ConvDecoder`, takes a latent z (B, nz), views it as a 1x1 image (B, 1, 1, nz)
 (PyTorch's (B, nz, 1, 1)) and applies a list of stages; every stage but the last is
 ConvTranspose -> BatchNorm -> activation, the last is ConvTranspose -> output activation.
+BatchNorm and the initialisers (PyTorch's defaults, kernel and bias U(+-1/sqrt(fan_in)),
+because the references train from those) are anomaly_core.torch_layers'.
 
 Weight import from PyTorch (NCHW) into these modules:
   ConvTranspose2d.weight (in, out, kh, kw) -> `kernel` = weight.permute(2, 3, 1, 0), i.e.
@@ -13,10 +16,6 @@ Weight import from PyTorch (NCHW) into these modules:
   Linear.weight (out, in) -> `kernel` = weight.T, (in, out).
   BatchNorm2d weight, bias -> params `scale`, `bias`; running_mean, running_var ->
       batch_stats `mean`, `var` (num_batches_tracked is not used).
-
-Initialisation mirrors PyTorch's defaults (kernel and bias U(+-1/sqrt(fan_in)), fan_in =
-kernel.size(1) * kh * kw, which for ConvTranspose2d is out * kh * kw), because the
-references train from those defaults.
 
 Mixed precision (`config.model.dtype`): `dtype` is the dtype a module computes and returns
 in (None, the default: the input's dtype, no cast); parameters stay float32, BatchNorm
@@ -30,7 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.precision import at_least_f32, cast
+from anomaly_core.precision import cast
+from anomaly_core.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
 # (out_channels, kernel, stride, padding) of one PyTorch ConvTranspose2d.
@@ -38,26 +38,6 @@ Stage = tuple[int, int, int, int]
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"elu": nn.elu, "relu": nn.relu}
 OUT_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "sigmoid": nn.sigmoid}
-
-# kaiming_uniform(a=sqrt(5)) as in torch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in =
-# shape[-2] * kh * kw. For an HWIO Conv kernel shape[-2] = in; for the (kh, kw, out, in)
-# ConvTranspose kernel shape[-2] = out, which is exactly PyTorch's fan_in for ConvTranspose2d.
-torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_bias_init(fan_in: int) -> Callable[..., Array]:
-    """PyTorch's default bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    return uniform_init(1.0 / float(fan_in) ** 0.5)
-
-
-def uniform_init(bound: float) -> Callable[..., Array]:
-    """Initializer U(-bound, bound)."""
-
-    def init(key: Array, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
 
 class TorchConvTranspose(nn.Module):
     """PyTorch's ConvTranspose2d(in, features, k, stride s, padding p, output_padding op), NHWC.
@@ -157,50 +137,6 @@ def torch_conv_transpose(features: int, kernel_size: int, stride: int, padding: 
                               dtype=dtype, name=name)
 
 
-class TorchBatchNorm(nn.Module):
-    """BatchNorm over (B, H, W) per channel with torch.nn.BatchNorm2d semantics. (B,H,W,C) -> same.
-
-    `momentum` uses Flax's convention (running = momentum * running + (1 - momentum) * batch),
-    so PyTorch's default 0.1 is 0.9 here. Differs from flax.linen.BatchNorm in what PyTorch
-    does differently: the running variance is updated with the unbiased batch variance
-    (n / (n - 1)), while normalisation uses the biased one; the batch variance is computed
-    two-pass, so a batch of identical activations (the GON origin z0 = 0) has variance 0
-    up to the rounding of the mean (~1e-14), not the cancellation error of E[x^2] - E[x]^2.
-    Running statistics are not updated during init. Statistics and normalisation in at least
-    float32, the output in `dtype` (None: x's dtype).
-    """
-
-    momentum: float = 0.9
-    epsilon: float = 1e-5
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: Array, *, train: bool = False) -> Array:
-        out_dtype = x.dtype if self.dtype is None else self.dtype
-        x = at_least_f32(x)
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,))
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        axes = tuple(range(x.ndim - 1))
-        if train:
-            mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)
-            if not self.is_initializing():
-                if not self.is_mutable_collection("batch_stats"):
-                    raise ValueError(
-                        f"TorchBatchNorm '{self.name}': train=True updates the running statistics; "
-                        "pass mutable=['batch_stats'] to apply (or train=False)")
-                n = x.size // c
-                unbiased = var * (n / max(n - 1, 1))
-                ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
-                ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * unbiased
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        return ((x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias).astype(out_dtype)
-
-
 def _check_stages(stages: Any, setting: str) -> None:
     if not isinstance(stages, (tuple, list)) or not stages:
         raise ValueError(f"{setting} must be a non-empty sequence of (out_channels, kernel, stride, padding)")
@@ -212,12 +148,6 @@ def _check_stages(stages: Any, setting: str) -> None:
         if out < 1 or k < 1 or s < 1 or not 0 <= p <= k - 1:
             raise ValueError(f"{setting}[{i}] = {stage!r}: need out_channels, kernel, stride >= 1 "
                              "and 0 <= padding < kernel")
-
-
-def check_choice(value: Any, choices: Sequence[Any], setting: str) -> None:
-    """Raises ValueError naming `setting` unless `value` is one of `choices`."""
-    if value not in choices:
-        raise ValueError(f"{setting} must be one of {tuple(choices)}, got {value!r}")
 
 
 def decoder_output_size(stages: Sequence[Stage]) -> int:
@@ -232,7 +162,7 @@ class ConvDecoder(nn.Module):
     """z (B, nz) -> image (B, H, W, C) in `dtype`; tanh output in (-1, 1), sigmoid output in (0, 1).
 
     stages: (out_channels, kernel, stride, padding) per ConvTranspose (all with bias); each
-    but the last is followed by TorchBatchNorm (torch momentum 0.1, eps 1e-5) and
+    but the last is followed by BatchNorm (torch momentum 0.1, eps 1e-5) and
     `activation`. Parameters: convt{i} (kernel, bias), bn{i} (scale, bias); statistics
     batch_stats/bn{i}/(mean, var). train=True normalises with batch statistics and
     updates the running ones (apply with mutable=['batch_stats']).
@@ -263,7 +193,7 @@ class ConvDecoder(nn.Module):
         for i, (out, k, s, p) in enumerate(self.stages):
             h = torch_conv_transpose(out, k, s, p, dtype=self.dtype, name=f"convt{i}")(h)
             if i < last:
-                h = TorchBatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, name=f"bn{i}")(h, train=train)
+                h = BatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, name=f"bn{i}")(h, train=train)
                 h = ACTIVATIONS[self.activation](h)
         return OUT_ACTIVATIONS[self.out_activation](h)
 
