@@ -40,11 +40,12 @@ _ALLOW_CHANGES = flags.DEFINE_bool(
     "model, optimisation): continue that run with this config deliberately instead of refusing.")
 
 
-def method_module(config):
-    from anomaly_core import program
+def resolve_method(config):
+    """The Method of config.method (anomaly_core.methods); a bad name exits naming the config file."""
+    from anomaly_core import methods
 
     try:
-        return program.method_module(config)
+        return methods.for_config(config)
     except ValueError as e:
         raise SystemExit(f"{e} (in --config={config_flags.get_config_filename(flags.FLAGS['config'])})") from None
 
@@ -77,18 +78,18 @@ def main(argv: list[str]) -> int:
         raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py (--mode=eval and "
                              "--mode=predict read it from the workdir's config.json when there is one)")
 
+    method = resolve_method(config)
     if mode == "config":
         from anomaly_core import config_docs
 
-        print(config_docs.describe(config))
+        print(config_docs.describe(config, method.settings_files))
         return 0
     from anomaly_core import parallel  # imports jax: after flag parsing so --help stays fast
 
     parallel.maybe_initialize_distributed(config.get("distributed"))
-    module = method_module(config)
     from anomaly_core.run import run_mode
 
-    return run_mode(module, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value,
+    return run_mode(method, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value,
                     verbose=flags.FLAGS.verbosity >= 1, output=_OUTPUT.value)
 
 

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation, parallel, program, run_config
+from anomaly_core import evaluation, methods, parallel, program, run_config
 from anomaly_core.data.records import UNKNOWN, Record, Split
 
 
@@ -62,9 +62,9 @@ class Detector:
             with config.unlocked():
                 config.eval.checkpoint = str(checkpoint)
         self.workdir, self.config = workdir, config
-        self.method = program.method_module(config).METHOD
+        self.method = methods.for_config(config)
         self.mesh = parallel.make_mesh()
-        program.preflight(self.method, config, self.mesh, splits=False)
+        program.preflight(self.method, config, self.mesh)
         with jax.set_mesh(self.mesh):
             self.state, self.step, self.checkpoint = program.restore_for_inference(
                 self.method, config, workdir, self.mesh)

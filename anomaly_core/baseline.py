@@ -41,14 +41,15 @@ def anomaly_maps(images: np.ndarray, mean: np.ndarray, smoothing_sigma: float = 
     return maps
 
 
-def evaluate(data_cfg, test_split: Any, *, smoothing_sigma: float = 0.0, fpr_limit: float = 0.3,
-             batch_size: int = 32) -> dict[str, Any]:
-    """Metrics of the baseline on `test_split` (a name or a loaded Split): image AUROC of the
+def evaluate(data_cfg, test_split: Any, *, train: Any = "train", smoothing_sigma: float = 0.0,
+             fpr_limit: float = 0.3, batch_size: int = 32) -> dict[str, Any]:
+    """Metrics of the baseline on `test_split` (a name or a loaded Split), the mean image taken
+    over `train` (a name or a loaded Split): image AUROC of the
     map's mean and of its maximum; with masks, pixel AUROC, AUPRC and AUPRO (FPR <= fpr_limit).
 
     Labels need both classes; pixel metrics are left out when the split has no masks.
     """
-    mean = mean_image(data_cfg, "train", batch_size)
+    mean = mean_image(data_cfg, train, batch_size)
     maps, labels, masks = [], [], []
     has_masks = True
     for batch in data_lib.eval_batches(data_cfg, test_split, batch_size=batch_size):

@@ -14,17 +14,13 @@ import re
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Files that define settings, the defaults first (their comments say what a setting means;
-# the experiment configs' comments say why they chose a value), and, for functions that
-# build one section, which section that is.
+# Files that define the shared settings, the defaults first (their comments say what a setting
+# means; the experiment configs' comments say why they chose a value), and, for functions that
+# build one section, which section that is. Each method adds its own (Method.settings_files).
 DEFINING = (
     ("configs/common.py", {"eval_config": "eval", "checkpoint_config": "checkpoint",
                            "distributed_config": "distributed"}),
     ("anomaly_core/data/config.py", {"default_data_config": "data"}),
-    ("funetgan_jax/build.py", {"default_model_config": "model"}),
-    ("gon_jax/build.py", {"default_gon_model_config": "model"}),
-    ("configs/funetgan_base.py", {}),
-    ("configs/gon_base.py", {}),
 )
 _DEF = re.compile(r"^\s*def (\w+)\(")
 _SECTION = re.compile(r"config\.(\w+)\s*=\s*(?:ml_collections\.ConfigDict|common\.\w+|default_\w+|dict)\(")
@@ -77,14 +73,19 @@ def _scan(path: str, functions: dict[str, str], found: dict[str, str]) -> None:
             found.setdefault(f"{section}.{m.group(1)}", meaning)
 
 
-@functools.lru_cache(maxsize=1)
-def meanings() -> dict[str, str]:
-    """{'train.batch_size': meaning, ...} from the files that define the settings (an
-    experiment config's comments say why it chose a value, not what the setting means)."""
+def meanings(method_files: tuple = ()) -> dict[str, str]:
+    """{'train.batch_size': meaning, ...} from the files that define the shared settings and
+    `method_files` (Method.settings_files); an experiment config's comments say why it chose
+    a value, not what the setting means."""
+    return dict(_meanings(tuple((path, tuple(functions.items())) for path, functions in method_files)))
+
+
+@functools.lru_cache(maxsize=4)
+def _meanings(method_files: tuple) -> tuple:
     found: dict[str, str] = {}
-    for path, functions in DEFINING:
+    for path, functions in (*DEFINING, *((p, dict(f)) for p, f in method_files)):
         _scan(path, functions, found)
-    return found
+    return tuple(found.items())
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -98,9 +99,10 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def describe(config) -> str:
-    """One line per setting: `config.<name> = <value>  # <meaning>`."""
-    known = meanings()
+def describe(config, method_files: tuple = ()) -> str:
+    """One line per setting: `config.<name> = <value>  # <meaning>`, the meanings read from
+    the shared defining files and `method_files` (the method's Method.settings_files)."""
+    known = meanings(method_files)
     lines = []
     for name, value in flatten(config).items():
         shown = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)

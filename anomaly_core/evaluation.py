@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from anomaly_core import data as data_lib
 from anomaly_core import metrics as metrics_lib
-from anomaly_core import baseline, output_folder, parallel, report, visualise
+from anomaly_core import baseline, output_folder, parallel, report, settings, visualise
 
 log = logging.getLogger(__name__)
 
@@ -31,50 +31,33 @@ PREDICT_LOG_EVERY = 256  # images between predict's progress lines
 EVAL_FOLDER = "eval"  # <workdir>/eval/: metrics.json, scores.csv, panels/, curves
 
 
-def _setting_error(name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"config.eval.{name}={value!r}: {allowed}")
-
-
-def check_eval_settings(config) -> None:
-    """The shared config.eval settings, checked before anything runs (one message per setting:
-    dotted name, value, what is allowed). A method's own (e.g. image_score) are checked by
-    tracing its score function (`program.preflight`)."""
+def eval_rules() -> list[settings.Rule]:
+    """The constraints of the shared `config.eval` settings (a method's own, e.g. image_score,
+    are in its `Method.settings`)."""
     from anomaly_core.thresholds import RULES
 
-    ev = config.eval
-
-    def integer(name: str, low: int, allowed: str) -> None:
-        v = ev.get(name, low)
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise _setting_error(name, v, allowed)
-
-    integer("batch_size", 1, "an integer >= 1")
-    integer("max_panels", 0, "an integer >= 0 (0: no panels)")
-    integer("predict_heatmaps", -1, "-1 (every image), 0 (none) or a count N")
-    if ev.get("threshold_rule", "auto") not in RULES:
-        raise _setting_error("threshold_rule", ev.threshold_rule, f"one of {RULES}")
-    limit = ev.get("aupro_fpr_limit", 0.3)
-    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0.0 < limit <= 1.0:
-        raise _setting_error("aupro_fpr_limit", limit, "a number in (0, 1]")
-    if not isinstance(ev.get("baseline", True), bool):
-        raise _setting_error("baseline", ev.baseline, "True or False")
-    choice = ev.get("checkpoint", "best")
-    if not isinstance(choice, str) or not (choice in ("best", "latest") or choice.isdigit()):
-        raise _setting_error("checkpoint", choice, "'best' (lowest validation metric, where recorded), 'latest' "
-                                                   "or a step number such as '600'")
-    sigma = ev.get("smoothing_sigma", 0.0)
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
-        raise _setting_error("smoothing_sigma", sigma, "a number >= 0 (0: no smoothing)")
+    return [
+        settings.integer("config.eval.batch_size", 1),
+        settings.integer("config.eval.max_panels", 0, optional=True),
+        settings.integer("config.eval.predict_heatmaps", -1, optional=True),
+        settings.choice("config.eval.threshold_rule", RULES, optional=True),
+        settings.number("config.eval.aupro_fpr_limit", 0, 1, low_open=True, optional=True),
+        settings.boolean("config.eval.baseline", optional=True),
+        settings.Rule("config.eval.checkpoint", "'best' (lowest validation metric, where recorded), 'latest' or a "
+                      "step number such as '600'",
+                      lambda v: isinstance(v, str) and (v in ("best", "latest") or v.isdigit()), optional=True),
+        settings.number("config.eval.smoothing_sigma", 0, optional=True),
+    ]
 
 
-def check_splits(config) -> None:
+def check_splits(config, splits: data_lib.Splits) -> None:
     """Before training: the evaluation can run on the configured data. The test split must
     exist and hold normal and anomalous images (image AUROC needs both); with masks, the
     anomalous images' masks must not all be empty at the model resolution (pixel metrics
     need defect pixels); the threshold rule must fit the validation split. Listing decodes
     every test image and mask once (bad files are skipped or, with config.data.strict,
     refused now rather than after training). ValueError naming the split and the setting."""
-    test = data_lib.load_split(config.data, "test")
+    test = splits["test"]
     where = f"the test split of config.data (source {config.data.source!r})"
     n_anomalous = sum(int(r.label) == 1 for r in test.records)
     if len(test) == 0:
@@ -93,7 +76,7 @@ def check_splits(config) -> None:
                              "pixel metrics need defect pixels: raise the image size")
     rule = config.eval.get("threshold_rule", "auto")
     if rule in ("f1", "mean_std"):
-        val = data_lib.load_split(config.data, "val")
+        val = splits["val"]
         labels = [int(r.label) for r in val.records]
         if len(val) and rule == "f1" and 1 not in labels:
             raise ValueError("config.eval.threshold_rule='f1' needs anomalous validation images; the validation "
@@ -184,10 +167,9 @@ def score_batches(
 
 
 def score_split(
-    score_fn: ScoreFn, data_cfg, split: str | data_lib.Split, mesh, *, batch_size: int, max_panels: int = 0
+    score_fn: ScoreFn, data_cfg, loaded: data_lib.Split, mesh, *, batch_size: int, max_panels: int = 0
 ) -> ScoredSplit | None:
-    """Scores every example of `split` ('val' | 'test' or a loaded Split); None when it is empty."""
-    loaded = data_lib.load_split(data_cfg, split) if isinstance(split, str) else split
+    """Scores every example of the split; None when it is empty."""
     if len(loaded) == 0:
         return None
     batches = data_lib.eval_batches(
@@ -214,16 +196,18 @@ def evaluate(
     config,
     workdir: str,
     mesh,
+    splits: data_lib.Splits,
     *,
     writer=None,
     step: int = 0,
     checkpoint: str = "latest",
 ) -> dict[str, Any]:
-    """Scores val and test, fits thresholds on val; writes `<workdir>/eval/` (metrics.json,
-    scores.csv, panels/, roc.png, pro.png, score_histogram.png) in one swap."""
+    """Scores val and test of `splits` (the run's data), fits thresholds on val; writes
+    `<workdir>/eval/` (metrics.json, scores.csv, panels/, roc.png, pro.png,
+    score_histogram.png) in one swap."""
     ev = config.eval
-    val = score_split(score_fn, config.data, "val", mesh, batch_size=ev.batch_size)
-    test_split = data_lib.load_split(config.data, "test")
+    val = score_split(score_fn, config.data, splits["val"], mesh, batch_size=ev.batch_size)
+    test_split = splits["test"]
     test = score_split(score_fn, config.data, test_split, mesh, batch_size=ev.batch_size,
                        max_panels=ev.max_panels)
     if test is None:
@@ -245,7 +229,7 @@ def evaluate(
     )
     if ev.get("baseline", True):
         results["baseline"] = baseline.evaluate(
-            config.data, test_split, smoothing_sigma=float(ev.get("smoothing_sigma", 0.0)),
+            config.data, test_split, train=splits["train"], smoothing_sigma=float(ev.get("smoothing_sigma", 0.0)),
             fpr_limit=ev.aupro_fpr_limit, batch_size=ev.batch_size)
     results["evaluation"] = {
         "test_examples": int(len(test.labels)),
@@ -260,17 +244,13 @@ def evaluate(
         predicted = (test.image_scores > thr).astype(int) if thr is not None else np.full(len(test.labels), -1)
         final = evaluation_dir(workdir)
         staging = output_folder.stage(final)
+        result = report.Evaluation(
+            metrics=results, records=test.records, image_scores=test.image_scores, predicted_labels=predicted,
+            anomaly_maps=test.anomaly_maps, masks=test.masks, images=test.images,
+            reconstructions=test.reconstructions, panel_indices=test.panel_indices)
         report.write_evaluation(
             staging,
-            metrics=results,
-            records=test.records,
-            image_scores=test.image_scores,
-            predicted_labels=predicted,
-            images=test.images,
-            reconstructions=test.reconstructions,
-            panel_indices=test.panel_indices,
-            anomaly_maps=test.anomaly_maps,
-            masks=test.masks,
+            result,
             max_panels=ev.max_panels,
             value_range=tuple(config.data.value_range),
             pixel_threshold=results.get("thresholds", {}).get("pixel", {}).get("value"),
@@ -336,7 +316,7 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
     from the run's metrics.json (`saved_metrics`: fitted on validation data at evaluation
     time); without it, scores are written with no predicted label.
     """
-    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by check_eval_settings (preflight)
+    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by eval_rules (program.check_config)
     folder = data_lib.load_image_folder(input_dir, config.data)
     if folder.arrays is None:
         _warn_resized(folder.paths, int(config.data.image_size), int(config.data.max_image_pixels))

@@ -83,15 +83,3 @@ def fetch(tree: Any) -> Any:
     """Brings a (replicated or fully addressable) pytree back to host numpy arrays."""
     return jax.tree.map(lambda a: np.asarray(jax.device_get(a)), tree)
 
-
-def local_rows(x: jax.Array) -> np.ndarray:
-    """This process's rows of a batch-sharded global array, in global order."""
-    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-    seen, rows = set(), []
-    for s in shards:
-        start = s.index[0].start or 0
-        if start in seen:  # replicated over another mesh axis
-            continue
-        seen.add(start)
-        rows.append(np.asarray(s.data))
-    return np.concatenate(rows, axis=0)

@@ -13,14 +13,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from anomaly_core import settings
+
 DTYPES = ("float32", "bfloat16")
+DEFAULT_DTYPE = "float32"  # config.model.dtype's default, for every method's model settings
+DTYPE_RULE = settings.choice("config.model.dtype", DTYPES, optional=True)
 
 
 def compute_dtype(model_cfg: Any) -> Any:
-    """The modules' `dtype` for `config.model.dtype` (absent: 'float32'): None or jnp.bfloat16."""
-    name = model_cfg.get("dtype", "float32") if hasattr(model_cfg, "get") else "float32"
-    if name not in DTYPES:
-        raise ValueError(f"config.model.dtype must be one of {DTYPES}, got {name!r}")
+    """The modules' `dtype` for `config.model.dtype` (absent: DEFAULT_DTYPE): None or jnp.bfloat16."""
+    settings.check(model_cfg, [DTYPE_RULE], at="config.model")
+    name = model_cfg.get("dtype", DEFAULT_DTYPE) if hasattr(model_cfg, "get") else DEFAULT_DTYPE
     return None if name == "float32" else jnp.bfloat16
 
 

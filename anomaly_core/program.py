@@ -7,17 +7,16 @@ writers, evaluation outputs) is shared here, once.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation, parallel, run_config, visualise
+from anomaly_core import evaluation, parallel, precision, run_config, settings, visualise
 from anomaly_core.checkpointing import Checkpointer, CheckpointError, CheckpointUnusable
 from anomaly_core.train_loop import LoopConfig, Stage, make_writer, train
 
@@ -63,13 +62,22 @@ class Method:
     # config of another method (or --config.method set wrongly) is one clear error.
     required_settings: tuple[str, ...] = ()
     example_config: str = ""  # a config file of this method, named in that error
-    # fill_state(config, state) -> state: sets the top-level state entries `filled_keys` (their
-    # init_state values are placeholders of the right shape) from the training data, e.g.
+    # fill_state(config, state, train_split) -> state: sets the top-level state entries
+    # `filled_keys` (their init_state values are placeholders of the right shape) from the
+    # training split (a data.Split), e.g.
     # GON's scoring context. They are saved with every checkpoint, so scoring a trained run
     # never reads the training data again. A checkpoint written before they were saved gets
     # them from the training data when restored, with a warning.
-    fill_state: Callable[[Any, State], State] = lambda c, s: s
+    fill_state: Callable[[Any, State, Any], State] = lambda c, s, train: s
     filled_keys: tuple[str, ...] = ()
+    # (file, {function: config section}) of the files that define the method's settings, the
+    # defaults first: their comments are the settings' meanings in --mode=config (config_docs).
+    settings_files: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    # describe(config) -> the networks' parameter tables (--mode=summary).
+    describe: Callable[[Any], str] = lambda c: ""
+    # settings(config) -> the constraints of the method's own settings (settings.Rule), checked
+    # with the shared ones by check_config.
+    settings: Callable[[Any], Sequence[Any]] = lambda c: ()
     # How the PyTorch checkpoint converter reaches the method's networks (torch_import.TorchNetworks), or None.
     torch: Any = None
 
@@ -159,41 +167,38 @@ def meta_checker(method: Method, config) -> Callable[[str, dict], None]:
     return check
 
 
-# config.method -> the package module that defines `METHOD` (and init_state, the step functions).
-METHOD_MODULES = {"funetgan": "funetgan_jax.train", "gon": "gon_jax.train"}
+def shared_rules(config) -> list[settings.Rule]:
+    """The constraints of the settings the shared program reads, whatever the method."""
+    d = config.data
+    rules = [
+        settings.integer("config.seed"),
+        *data_lib.data_rules(),
+        settings.integer("config.train.batch_size", 1),
+        settings.integer("config.train.log_every", 1),
+        settings.integer("config.train.checkpoint_every", 1),
+        settings.integer("config.train.image_every", 0, optional=True),
+        settings.integer("config.checkpoint.keep", 1, optional=True),
+        precision.DTYPE_RULE,
+        *evaluation.eval_rules(),
+    ]
+    for key in ("image_size", "channels"):  # the networks are built from config.model, the data from config.data
+        if key in config.model:
+            rules.append(settings.Rule(f"config.model.{key}", f"config.data.{key} ({d[key]!r})",
+                                       lambda v, want=d[key]: v == want))
+    return rules
 
 
-def method_module(config) -> Any:
-    """The train module of config.method ('funetgan' | 'gon'); ValueError naming the setting otherwise."""
-    name = config.get("method")
-    if name not in METHOD_MODULES:
-        raise ValueError(f"config.method={name!r} is not one of {sorted(METHOD_MODULES)}")
-    return importlib.import_module(METHOD_MODULES[name])
-
-
-def check_config(config, method: Method | None = None) -> None:
-    """Cross-setting checks that no single module can make, and (with `method`) that the
-    config has the settings the method reads."""
-    if method is not None:
-        for name in method.required_settings:
-            node: Any = config
-            for part in name.split(".")[1:]:
-                if not hasattr(node, "keys") or part not in node:
-                    raise ValueError(
-                        f"{name} is missing: config.method={method.name!r} reads the settings of its own configs "
-                        f"(e.g. {method.example_config}); this config looks like another method's. Check "
-                        "--config and --config.method.")
-                node = node[part]
-    d, m = config.data, config.model
-    if "image_size" in m and m.image_size != d.image_size:
-        raise ValueError(
-            f"config.model.image_size={m.image_size} differs from config.data.image_size={d.image_size}"
-        )
-    if "channels" in m and m.channels != d.channels:
-        raise ValueError(f"config.model.channels={m.channels} differs from config.data.channels={d.channels}")
-    for key in ("log_every", "checkpoint_every"):
-        if config.train[key] < 1:
-            raise ValueError(f"config.train.{key}={config.train[key]} must be >= 1")
+def check_config(config, method: Method) -> None:
+    """The one validation of a config, run at the start of every mode: that it has the
+    settings `method` reads, then every rule of the shared program (shared_rules) and of the
+    method (method.settings). settings.SettingError names the first setting at fault."""
+    for name in method.required_settings:
+        if settings.lookup(config, name) is settings.MISSING:
+            raise settings.SettingError(
+                f"{name} is missing: config.method={method.name!r} reads the settings of its own configs "
+                f"(e.g. {method.example_config}); this config looks like another method's. Check "
+                "--config and --config.method.")
+    settings.check(config, [*shared_rules(config), *method.settings(config)])
 
 
 def init_key(seed: int) -> jax.Array:
@@ -207,12 +212,12 @@ def init_key(seed: int) -> jax.Array:
     return jax.random.key(seed, impl="unsafe_rbg")
 
 
-def _init(method: Method, config, mesh) -> State:
-    """The run's fresh state: init_state from the seed, then fill_state from the data."""
+def _init(method: Method, config, mesh, splits: data_lib.Splits) -> State:
+    """The run's fresh state: init_state from the seed, then fill_state from the training split."""
     init = jax.jit(lambda rng: method.init_state(config, rng), out_shardings=parallel.replicated(mesh))
     state = init(init_key(config.seed))
     if method.filled_keys:
-        state = jax.device_put(method.fill_state(config, state), parallel.replicated(mesh))
+        state = jax.device_put(method.fill_state(config, state, splits["train"]), parallel.replicated(mesh))
     return state
 
 
@@ -258,15 +263,14 @@ def _check_score_settings(method: Method, config, mesh) -> None:
         raise ValueError(f"the evaluation settings do not fit {method.name}: {e}") from e
 
 
-def preflight(method: Method, config, mesh, *, splits: bool = True) -> None:
+def preflight(method: Method, config, mesh, splits: data_lib.Splits | None = None) -> None:
     """Every check that can fail an evaluation, run before training or restoring: the config
-    (check_config), the evaluation settings, and (with `splits`) the test and validation
-    splits (evaluation.check_splits)."""
+    (check_config), the method's evaluation settings (its score function traced), and (with
+    `splits`, the run's data) the test and validation splits (evaluation.check_splits)."""
     check_config(config, method)
-    evaluation.check_eval_settings(config)
     _check_score_settings(method, config, mesh)
-    if splits:
-        evaluation.check_splits(config)
+    if splits is not None:
+        evaluation.check_splits(config, splits)
 
 
 def _checkpointer(config, workdir: str, best_metric: str | None) -> Checkpointer:
@@ -275,14 +279,14 @@ def _checkpointer(config, workdir: str, best_metric: str | None) -> Checkpointer
                         async_save=c.get("async_save", True))
 
 
-def _validation_fn(method: Method, config, mesh):
+def _validation_fn(method: Method, config, mesh, splits: data_lib.Splits):
     fn = method.validation(config)
     if fn is None or method.best_metric is None:
         return None
     jitted = jax.jit(fn, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                      out_shardings=parallel.batch_sharded(mesh))
-    n_val = len(data_lib.load_split(config.data, "val"))
-    if n_val == 0:
+    val = splits["val"]
+    if len(val) == 0:
         return None
 
     def validate(state, stage: str) -> dict[str, float]:
@@ -290,7 +294,7 @@ def _validation_fn(method: Method, config, mesh):
             return {}
         sums: dict[str, float] = {}
         count = 0
-        for local in data_lib.eval_batches(config.data, "val", batch_size=config.eval.batch_size,
+        for local in data_lib.eval_batches(config.data, val, batch_size=config.eval.batch_size,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count()):
             batch = parallel.global_batch(local, mesh)
@@ -307,14 +311,14 @@ def _validation_fn(method: Method, config, mesh):
 PROGRESS_IMAGES = 8  # fixed validation images shown in the progress grids
 
 
-def _progress_image_fn(method: Method, config, workdir: str, mesh, writer):
+def _progress_image_fn(method: Method, config, workdir: str, mesh, writer, splits: data_lib.Splits):
     """The loop's image_fn: the method's progress images of fixed validation images, as grids."""
     fn = method.progress_images(config)
     if fn is None or not config.train.get("image_every", 0):
         return None
-    split = data_lib.load_split(config.data, "val")
+    split = splits["val"]
     if len(split) == 0:
-        split = data_lib.load_split(config.data, "train")
+        split = splits["train"]
     first = next(iter(data_lib.eval_batches(config.data, split, batch_size=PROGRESS_IMAGES)))
     images = np.asarray(first["image"])[np.asarray(first["valid"], bool)]
     rep = parallel.replicated(mesh)
@@ -344,12 +348,13 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
     Everything the evaluation needs is checked first (`preflight`), so a bad setting or split
     fails in seconds rather than after training."""
     mesh = parallel.make_mesh()
-    preflight(method, config, mesh)
+    splits = data_lib.Splits(config.data)
+    preflight(method, config, mesh, splits)
     per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     stages = method.stages(config)
     train_iter = data_lib.train_iterator(
         config.data, global_batch_size=config.train.batch_size, seed=config.seed,
-        process_index=jax.process_index(), process_count=jax.process_count(),
+        process_index=jax.process_index(), process_count=jax.process_count(), split=splits["train"],
     )
     log.info("%s: %d devices in %d processes, global batch %d (%d per process), stages %s", method.name,
              mesh.devices.size, jax.process_count(), config.train.batch_size, per_process,
@@ -364,7 +369,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
     write_config(workdir, config)
     try:
         with jax.set_mesh(mesh):
-            state = _init(method, config, mesh)
+            state = _init(method, config, mesh, splits)
             state, _ = train(
                 state=state,
                 stages=stages,
@@ -377,8 +382,8 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                                 best_metric=method.best_metric,
                                 image_every=int(config.train.get("image_every", 0)),
                                 health_limits=tuple(method.health_limits(config))),
-                validation_fn=_validation_fn(method, config, mesh),
-                image_fn=_progress_image_fn(method, config, workdir, mesh, writer),
+                validation_fn=_validation_fn(method, config, mesh, splits),
+                image_fn=_progress_image_fn(method, config, workdir, mesh, writer, splits),
                 meta=checkpoint_meta(method, config),
                 check_meta=meta_checker(method, config),
                 restore_target=restore_target(method),
@@ -388,10 +393,10 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
             if step in (None, total):  # the final state (always checkpointed) is the one in memory
                 step = total
             else:
-                state, step, how = restore_for_inference(method, config, workdir, mesh)
+                state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits)
             log.info("evaluating checkpoint step %d (%s)", step, how)
             score = _jit_score(method, config, mesh)
-            results = evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh,
+            results = evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, splits,
                                           writer=writer, step=step, checkpoint=how)
     finally:
         ckpt.close()
@@ -434,10 +439,11 @@ def selected_step(ckpt: Checkpointer, method: Method, config) -> tuple[int | Non
     return int(choice), f"step {int(choice)}"
 
 
-def restore_for_inference(method: Method, config, workdir: str, mesh,
-                          step: int | None = None) -> tuple[State, int, str]:
+def restore_for_inference(method: Method, config, workdir: str, mesh, step: int | None = None,
+                          splits: data_lib.Splits | None = None) -> tuple[State, int, str]:
     """(state, step, how it was chosen) of the run in `workdir`: `step` when given, else the
-    checkpoint config.eval.checkpoint selects (selected_step)."""
+    checkpoint config.eval.checkpoint selects (selected_step). `splits` (the run's data) is
+    read only for a checkpoint that predates its `method.filled_keys`."""
     ckpt = _checkpointer(config, workdir, None)
     try:
         how = f"step {step}"
@@ -470,7 +476,9 @@ def restore_for_inference(method: Method, config, workdir: str, mesh,
                     "data (config.data), so scores depend on that data until the run saves a new checkpoint",
                     step, ", ".join(missing))
         placeholders = {k: jax.numpy.zeros(abstract[k].shape, abstract[k].dtype) for k in missing}
-        state = jax.device_put(method.fill_state(config, {**state, **placeholders}), parallel.replicated(mesh))
+        train = (splits or data_lib.Splits(config.data))["train"]
+        state = jax.device_put(method.fill_state(config, {**state, **placeholders}, train),
+                               parallel.replicated(mesh))
     total = sum(s.num_steps for s in method.stages(config))
     log.info("using checkpoint step %d of %d (%s)", step, total, how)
     return state, step, how
@@ -478,14 +486,15 @@ def restore_for_inference(method: Method, config, workdir: str, mesh,
 
 def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
     mesh = parallel.make_mesh()
-    preflight(method, config, mesh)
+    splits = data_lib.Splits(config.data)
+    preflight(method, config, mesh, splits)
     with jax.set_mesh(mesh):
-        state, step, how = restore_for_inference(method, config, workdir, mesh)
+        state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits)
         score = _jit_score(method, config, mesh)
         writer = make_writer(workdir)
         try:
-            return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, writer=writer, step=step,
-                                       checkpoint=how)
+            return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, splits, writer=writer,
+                                       step=step, checkpoint=how)
         finally:
             _close(writer)
 

@@ -7,6 +7,7 @@ metrics.json that exists belongs to a completed set of outputs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ import numpy as np
 from anomaly_core import metrics as metrics_lib
 from anomaly_core import visualise
 
-__all__ = ["write_evaluation", "select_panels", "to_json", "write_atomically"]
+__all__ = ["Evaluation", "write_evaluation", "select_panels", "to_json", "write_atomically"]
 
 
 class Record(Protocol):
@@ -116,18 +117,33 @@ def _scores_csv(records, scores: np.ndarray, predicted: np.ndarray) -> bytes:
     return buf.getvalue().encode()
 
 
+@dataclasses.dataclass
+class Evaluation:
+    """What one evaluation of a test split produced, for `write_evaluation`.
+
+    metrics: the dict of `metrics.evaluate_anomaly_detection` (extra keys welcome).
+    records: the test records (with .path, .label, .defect), in score order.
+    image_scores, predicted_labels: (N,) per record; a predicted label < 0 means none.
+    anomaly_maps, masks: (N, H, W) for every record (curves and panels); masks {0, 1}.
+    images, reconstructions: (P, H, W, C) for the panel subset only: images[i] is record
+      panel_indices[i] (default: the first P records). Needs anomaly_maps.
+    """
+
+    metrics: Mapping[str, Any]
+    records: Sequence[Record]
+    image_scores: Any
+    predicted_labels: Any
+    anomaly_maps: Any = None
+    masks: Any = None
+    images: Any = None
+    reconstructions: Any = None
+    panel_indices: Sequence[int] | None = None
+
+
 def write_evaluation(
     outdir: str | os.PathLike,
+    result: Evaluation,
     *,
-    metrics: Mapping[str, Any],
-    records: Sequence[Record],
-    image_scores,
-    predicted_labels,
-    images=None,
-    reconstructions=None,
-    anomaly_maps=None,
-    masks=None,
-    panel_indices: Sequence[int] | None = None,
     max_panels: int = 32,
     value_range: tuple[float, float] | None = None,
     pixel_threshold: float | None = None,
@@ -138,18 +154,16 @@ def write_evaluation(
     """Writes the evaluation outputs of docs/METHODS.md 4 into `outdir`.
 
     Args:
-      metrics: the dict of `metrics.evaluate_anomaly_detection` (extra keys welcome).
-      records: the test records (with .path, .label, .defect), in score order.
-      image_scores, predicted_labels: (N,) per record; a predicted label < 0 means none.
-      images, reconstructions: (P, H, W, C) for the panel subset only: images[i] is
-        record panel_indices[i] (default: the first P records). Needs anomaly_maps.
-      anomaly_maps, masks: (N, H, W) for every record (curves and panels); masks {0, 1}.
+      result: the evaluation (its metrics, per-record scores, maps and panel images).
       max_panels: cap on panels/<index>_<defect>_<stem>.png files.
       value_range: image value range for the panels ([0, 1] or [-1, 1]; None infers).
       pixel_threshold: outlined on the panels; default metrics['thresholds']['pixel'].
       writer: optional clu MetricWriter; gets the scalars and `writer_panels` images.
     Returns name -> path of every file written.
     """
+    metrics, records, images, reconstructions = result.metrics, result.records, result.images, result.reconstructions
+    image_scores, predicted_labels = result.image_scores, result.predicted_labels
+    anomaly_maps, masks, panel_indices = result.anomaly_maps, result.masks, result.panel_indices
     out = Path(outdir)
     n = len(records)
     scores = np.asarray(image_scores, dtype=np.float64).reshape(-1)

@@ -1,8 +1,6 @@
 """Dispatch of launch.py's modes to a method package, with user-facing error handling.
 
-A method package exposes `train_and_evaluate(config, workdir, allow_changes=...)`,
-`evaluate(config, workdir)`, `predict(config, workdir, input_dir)` and `describe(config)`.
-Train, eval and predict hold the workdir's lock (`workdir_lock`). Errors a user can fix (a
+Each mode calls the shared program (`anomaly_core.program`) with the method's `Method`. Train, eval and predict hold the workdir's lock (`workdir_lock`). Errors a user can fix (a
 bad setting, a missing dataset, a workdir in use or trained with other settings, divergence,
 preemption) end with one clear message and a non-zero exit code rather than a traceback.
 """
@@ -13,9 +11,8 @@ import json
 import logging
 import sys
 import threading
-from types import ModuleType
 
-from anomaly_core import console, workdir_lock
+from anomaly_core import console, program, workdir_lock
 from anomaly_core.checkpointing import CheckpointError, check_workdir_writable
 from anomaly_core.train_loop import Preempted, TrainingDiverged
 
@@ -104,7 +101,7 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_dir: str | None,
+def run_mode(method: program.Method, config, mode: str, workdir: str | None, input_dir: str | None,
              allow_changes: bool = False, verbose: bool = False, output: str | None = None) -> int:
     """Runs `mode`; the console is compact unless `verbose` (console.setup), and the full log
     goes to `<workdir>/log.txt`."""
@@ -113,7 +110,8 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
     enable_compilation_cache()
     try:
         if mode == "summary":
-            print(module.describe(config))
+            program.check_config(config, method)
+            print(method.describe(config))
             return 0
         check_workdir_writable(workdir)
         import jax
@@ -123,11 +121,11 @@ def run_mode(module: ModuleType, config, mode: str, workdir: str | None, input_d
 
         with workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
             if mode == "train":
-                _print_summary(module.train_and_evaluate(config, workdir, allow_changes=allow_changes))
+                _print_summary(program.train_and_evaluate(method, config, workdir, allow_changes=allow_changes))
             elif mode == "eval":
-                _print_summary(module.evaluate(config, workdir))
+                _print_summary(program.evaluate(method, config, workdir))
             elif mode == "predict":
-                print(f"predictions written to {module.predict(config, workdir, input_dir, output)}")
+                print(f"predictions written to {program.predict(method, config, workdir, input_dir, output)}")
             elif mode == "export":
                 from anomaly_core import export
 

@@ -25,7 +25,7 @@ from unittest import mock
 import jax
 import numpy as np
 
-from anomaly_core import checkpointing, parallel, program
+from anomaly_core import checkpointing, methods, parallel, program
 
 CONFIGS = (("quickstart (64x64, width 4)", "configs/quickstart.py", ""),
            ("mvtec_bottle (128x128, width 64, full size)", "configs/mvtec_bottle.py", ""))
@@ -39,7 +39,7 @@ def _state(config_path: str, preset: str, mesh) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(preset) if preset else module.get_config()
-    method = program.method_module(config).METHOD
+    method = methods.for_config(config)
     shapes = program.abstract_state(method, config, mesh)
     rng = np.random.default_rng(0)
     host = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)

@@ -36,9 +36,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.augment = True  # RandomResizedCrop(scale 0.5-1.0) + horizontal flip
 
     config.model = default_model_config()
-    # Computation dtype: 'float32' | 'bfloat16' (params, losses, penalty norms and normalisation
-    # statistics stay float32; docs/BENCHMARKS.md has the measured speed and agreement).
-    config.model.dtype = "float32"
     config.model.d_norm = "none"
     config.model.generator_output = "tanh"
 

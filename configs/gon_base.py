@@ -13,9 +13,6 @@ def base_config(kind: str, preset: str) -> ml_collections.ConfigDict:
     config.method = "gon"  # the method package: 'funetgan' | 'gon'
     config.seed = 0  # seeds initialisation, data order and every step's randomness
     config.model = default_gon_model_config(kind, preset)
-    # Computation dtype: 'float32' | 'bfloat16' (not for the implicit GON); params, losses and
-    # BatchNorm statistics stay float32.
-    config.model.dtype = "float32"
 
     config.data = default_data_config()
     config.data.image_size = config.model.image_size

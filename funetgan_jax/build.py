@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from anomaly_core.precision import compute_dtype
+from anomaly_core import settings
+from anomaly_core.precision import DEFAULT_DTYPE, compute_dtype
 from anomaly_core.summary import parameter_summary
 from funetgan_jax.cbam import SPATIAL_NORMS
 from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, D_NORMS, GLOBAL_POOLS, UNetDiscriminator
@@ -16,17 +17,45 @@ from funetgan_jax.encoder import Encoder
 from funetgan_jax.generator import GENERATOR_OUTPUTS, Generator, generator_multipliers
 from funetgan_jax.layers import SPECTRAL_NORMS
 
-_POSITIVE_INTS = ("image_size", "channels", "z_dim", "width", "cbam_reduction")
-_CHOICES = {
-    "spatial_norm": SPATIAL_NORMS,
-    "generator_output": GENERATOR_OUTPUTS,
-    "d_block": D_BLOCKS,
-    "d_attention": ATTENTIONS,
-    "e_attention": ATTENTIONS,
-    "d_global_pool": GLOBAL_POOLS,
-    "d_norm": D_NORMS,
-    "spectral_norm": SPECTRAL_NORMS,
+def _model_rules() -> dict[str, settings.Rule]:
+    """Each config.model setting's constraint."""
+    rules = {f: settings.integer(f"config.model.{f}", 1)
+             for f in ("image_size", "channels", "z_dim", "width", "cbam_reduction")}
+    rules.update({f: settings.choice(f"config.model.{f}", choices) for f, choices in (
+        ("spatial_norm", SPATIAL_NORMS), ("generator_output", GENERATOR_OUTPUTS), ("d_block", D_BLOCKS),
+        ("d_attention", ATTENTIONS), ("e_attention", ATTENTIONS), ("d_global_pool", GLOBAL_POOLS),
+        ("d_norm", D_NORMS), ("spectral_norm", SPECTRAL_NORMS))})
+    return rules
+
+
+MODEL_RULES = _model_rules()
+# The settings each network is built from.
+NETWORK_SETTINGS = {
+    "generator": ("image_size", "channels", "z_dim", "width", "cbam_reduction", "spatial_norm", "generator_output",
+                  "spectral_norm"),
+    "discriminator": ("image_size", "width", "cbam_reduction", "spatial_norm", "d_block", "d_attention",
+                      "d_global_pool", "d_norm", "spectral_norm"),
+    "encoder": ("image_size", "z_dim", "width", "cbam_reduction", "spatial_norm", "e_attention", "spectral_norm"),
 }
+# The side the discriminator (4 halvings) and the encoder (5) need image_size to be divisible by.
+DIVISORS = {"discriminator": 16, "encoder": 32}
+
+
+def network_rules(network: str) -> list[settings.Rule]:
+    """The constraints of the config.model settings `network` is built from."""
+    rules = [MODEL_RULES[f] for f in NETWORK_SETTINGS[network]]
+    if network in DIVISORS:
+        d = DIVISORS[network]
+        rules.append(settings.Rule("config.model.image_size", f"divisible by {d} for the {network}",
+                                   lambda v, d=d: v % d == 0))
+    return rules
+
+
+def model_rules() -> list[settings.Rule]:
+    """The constraints of every config.model setting of an f-UNetGAN."""
+    return [rule for network in NETWORK_SETTINGS for rule in network_rules(network)]
+
+
 # Settings without weights that the original f-UNetGAN's networks compute with, per network
 # (its files load under any value of them; its outputs need these).
 ORIGINAL_COMPUTE = {"generator": {"generator_output": "relu_tanh"},
@@ -53,28 +82,16 @@ def default_model_config() -> ml_collections.ConfigDict:
         # layer, as the original) | "torch": torch.nn.utils.spectral_norm everywhere (u and v
         # stored, no iteration in eval).
         spectral_norm="biggan",
+        # Computation dtype: 'float32' | 'bfloat16' (params, losses, penalty norms and normalisation
+        # statistics stay float32; docs/BENCHMARKS.md has the measured speed and agreement).
+        dtype=DEFAULT_DTYPE,
     ))
-
-
-def _validated(model_cfg: Any, fields: Sequence[str], divisor: int = 1) -> Any:
-    for field in fields:
-        if field not in model_cfg:
-            raise ValueError(f"config.model.{field} is missing")
-        value = model_cfg[field]
-        if field in _POSITIVE_INTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"config.model.{field} must be a positive int, got {value!r}")
-        if field in _CHOICES and value not in _CHOICES[field]:
-            raise ValueError(f"config.model.{field} must be one of {_CHOICES[field]}, got {value!r}")
-    if "image_size" in fields and model_cfg.image_size % divisor:
-        raise ValueError(f"config.model.image_size must be divisible by {divisor} for this network, "
-                         f"got {model_cfg.image_size}")
-    return model_cfg
 
 
 def build_generator(model_cfg: Any) -> Generator:
     """Generator z (B, z_dim) -> (B, S, S, channels)."""
-    cfg = _validated(model_cfg, ("image_size", "channels", "z_dim", "width", "cbam_reduction",
-                                 "spatial_norm", "generator_output", "spectral_norm"))
+    cfg = model_cfg
+    settings.check(cfg, network_rules("generator"), at="config.model")
     generator_multipliers(cfg.image_size)
     return Generator(z_dim=cfg.z_dim, width=cfg.width, image_size=cfg.image_size, channels=cfg.channels,
                      output=cfg.generator_output, cbam_reduction=cfg.cbam_reduction,
@@ -83,8 +100,8 @@ def build_generator(model_cfg: Any) -> Generator:
 
 def build_discriminator(model_cfg: Any) -> UNetDiscriminator:
     """U-Net discriminator for (B, S, S, channels) images, S divisible by 16."""
-    cfg = _validated(model_cfg, ("image_size", "width", "cbam_reduction", "spatial_norm", "d_block",
-                                 "d_attention", "d_global_pool", "d_norm", "spectral_norm"), divisor=16)
+    cfg = model_cfg
+    settings.check(cfg, network_rules("discriminator"), at="config.model")
     return UNetDiscriminator(width=cfg.width, block=cfg.d_block, attention=cfg.d_attention,
                              cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm,
                              global_pool=cfg.d_global_pool, norm=cfg.d_norm, sn_mode=cfg.spectral_norm,
@@ -93,8 +110,8 @@ def build_discriminator(model_cfg: Any) -> UNetDiscriminator:
 
 def build_encoder(model_cfg: Any) -> Encoder:
     """Encoder (B, S, S, channels) -> (B, z_dim), S divisible by 32."""
-    cfg = _validated(model_cfg, ("image_size", "z_dim", "width", "cbam_reduction", "spatial_norm",
-                                 "e_attention", "spectral_norm"), divisor=32)
+    cfg = model_cfg
+    settings.check(cfg, network_rules("encoder"), at="config.model")
     return Encoder(z_dim=cfg.z_dim, width=cfg.width, attention=cfg.e_attention,
                    cbam_reduction=cfg.cbam_reduction, spatial_norm=cfg.spatial_norm, sn_mode=cfg.spectral_norm,
                    dtype=compute_dtype(cfg))

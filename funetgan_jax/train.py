@@ -1,4 +1,4 @@
-"""f-UNetGAN training stages, scoring and the entry points launch.py calls.
+"""f-UNetGAN training stages and scoring: the `METHOD` the shared program runs.
 
 Stage 1 'adversarial' (docs/METHODS.md 1.5): each jitted call runs n_critic discriminator
 updates (a `lax.scan` over n_critic batches) followed by one generator update with the last
@@ -17,30 +17,48 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from anomaly_core import program
+from anomaly_core import program, settings
 from anomaly_core.train_loop import Stage
 from funetgan_jax import losses, scoring
 from funetgan_jax.build import build_discriminator, build_encoder, build_generator, describe as describe_models
+from funetgan_jax.build import model_rules
+from funetgan_jax.mixing import CONSISTENCY_MODES, INTERPOLATION_MODES
 from funetgan_jax.torch_names import TORCH_NETWORKS
 
 MUTABLE = ("batch_stats", "spectral")
 
 
-def _optimizer(name: str, lr: float, betas, setting: str) -> optax.GradientTransformation:
-    if name == "adam":
-        return optax.adam(lr, b1=betas[0], b2=betas[1])
-    if name == "rmsprop":
-        return optax.rmsprop(lr)
-    raise ValueError(f"{setting}={name!r} must be 'adam' or 'rmsprop'")
+ENCODER_OPTIMIZERS = ("adam", "rmsprop")
+EMA_RULE = settings.number("config.train.g_ema_decay", 0, 1, high_open=True, optional=True)
+
+
+def settings_rules(config) -> list[settings.Rule]:
+    """The constraints of the f-UNetGAN settings (the shared ones: program.shared_rules)."""
+    del config  # the same rules for every config
+    n, i, c = settings.number, settings.integer, settings.choice
+    return [
+        *model_rules(),
+        i("config.train.n_critic", 1), i("config.train.generator_steps", 0), i("config.train.encoder_steps", 0),
+        n("config.train.lr_g", 0, low_open=True), n("config.train.lr_d", 0, low_open=True),
+        n("config.train.lr_e", 0, low_open=True),
+        settings.Rule("config.train.betas", "(b1, b2) with 0 <= b1, b2 < 1",
+                      lambda v: len(v) == 2 and all(0.0 <= float(b) < 1.0 for b in v)),
+        c("config.train.encoder_optimizer", ENCODER_OPTIMIZERS),
+        n("config.train.lambda_gp", 0), n("config.train.lambda_mix", 0),
+        c("config.train.consistency", CONSISTENCY_MODES), c("config.train.interpolation", INTERPOLATION_MODES),
+        c("config.train.pixel_reduction", losses.PIXEL_REDUCTIONS), n("config.train.kappa", 0),
+        c("config.train.encoder_target", losses.ENCODER_TARGETS, optional=True),
+        n("config.train.latent_weight", 0, optional=True),
+        settings.boolean("config.train.detach_critic"), EMA_RULE,
+        n("config.eval.kappa", 0),  # config.eval.image_score: checked by tracing the score function (preflight)
+    ]
 
 
 def optimizers(config) -> dict[str, optax.GradientTransformation]:
     t = config.train
-    return {
-        "g": _optimizer("adam", t.lr_g, t.betas, "config.train.optimizer_g"),
-        "d": _optimizer("adam", t.lr_d, t.betas, "config.train.optimizer_d"),
-        "e": _optimizer(t.encoder_optimizer, t.lr_e, t.betas, "config.train.encoder_optimizer"),
-    }
+    adam = lambda lr: optax.adam(lr, b1=t.betas[0], b2=t.betas[1])  # noqa: E731
+    encoder = adam(t.lr_e) if t.encoder_optimizer == "adam" else optax.rmsprop(t.lr_e)
+    return {"g": adam(t.lr_g), "d": adam(t.lr_d), "e": encoder}
 
 
 def networks(config):
@@ -73,10 +91,8 @@ def init_state(config, rng) -> dict[str, Any]:
 
 
 def _ema_decay(config) -> float:
-    decay = float(config.train.get("g_ema_decay", 0.0))
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"config.train.g_ema_decay={decay!r} must be in [0, 1) (0 = no moving average)")
-    return decay
+    settings.check(config, [EMA_RULE])
+    return float(config.train.get("g_ema_decay", 0.0))
 
 
 def generator_variables(state) -> dict[str, Any]:
@@ -293,10 +309,6 @@ def health_limits(config) -> tuple[tuple[str, float, str], ...]:  # noqa: ARG001
 
 def stages(config) -> list[Stage]:
     t = config.train
-    if t.n_critic < 1:
-        raise ValueError(f"config.train.n_critic={t.n_critic} must be >= 1")
-    if t.generator_steps < 0 or t.encoder_steps < 0:
-        raise ValueError("config.train.generator_steps and config.train.encoder_steps must be >= 0")
     return [
         Stage("adversarial", t.generator_steps, functools.partial(adversarial_step, config),
               batches_per_step=t.n_critic),
@@ -321,21 +333,9 @@ METHOD = program.Method(
                        "config.train.n_critic", "config.train.generator_steps", "config.train.encoder_steps",
                        "config.train.kappa", "config.eval.kappa", "config.eval.image_score"),
     example_config="configs/quickstart.py",
+    settings=settings_rules,
+    describe=lambda config: describe_models(config.model),
     torch=TORCH_NETWORKS,
+    settings_files=(("funetgan_jax/build.py", {"default_model_config": "model"}), ("configs/funetgan_base.py", {})),
 )
 
-
-def train_and_evaluate(config, workdir: str, *, allow_changes: bool = False) -> dict:
-    return program.train_and_evaluate(METHOD, config, workdir, allow_changes=allow_changes)
-
-
-def evaluate(config, workdir: str) -> dict:
-    return program.evaluate(METHOD, config, workdir)
-
-
-def predict(config, workdir: str, input_dir: str, output: str | None = None) -> str:
-    return program.predict(METHOD, config, workdir, input_dir, output)
-
-
-def describe(config) -> str:
-    return describe_models(config.model)

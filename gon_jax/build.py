@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from anomaly_core.precision import compute_dtype
+from anomaly_core import settings
+from anomaly_core.precision import DEFAULT_DTYPE, compute_dtype
 from anomaly_core.summary import parameter_summary
 from gon_jax.cae import ConvAutoencoder
 from gon_jax.layers import (ACTIVATIONS, OUT_ACTIVATIONS, ConvDecoder, decoder_output_size, mnist_stages,
@@ -61,77 +62,78 @@ def default_gon_model_config(kind: str = "conv_gon", preset: str = "mvtec") -> m
       hidden: widths of the SIREN's hidden layers (implicit GON).
       w0: the SIREN's frequency factor (sin(w0 (W x + b))).
       widths: the CAE's encoder widths.
+      dtype: the computation dtype ('float32' | 'bfloat16').
     """
     if (kind, preset) not in _DEFAULTS:
         known = ", ".join(f"{k}/{p}" for k, p in _DEFAULTS)
         raise ValueError(f"config.model.kind/preset {kind!r}/{preset!r} has no defaults; known: {known}")
-    return ml_collections.ConfigDict(dict(kind=kind, preset=preset, **_DEFAULTS[(kind, preset)]))
+    return ml_collections.ConfigDict(dict(
+        kind=kind, preset=preset, **_DEFAULTS[(kind, preset)],
+        # Computation dtype: 'float32' | 'bfloat16' (not for the implicit GON); params, losses and
+        # BatchNorm statistics stay float32.
+        dtype=DEFAULT_DTYPE,
+    ))
 
 
-def _get(cfg: Any, field: str) -> Any:
-    if field not in cfg:
-        raise ValueError(f"config.model.{field} is missing")
-    return cfg[field]
+def _decoded_size(model_cfg: Any) -> int | None:
+    """The side the conv/variational decoder of config.model.preset outputs (None if unknown)."""
+    try:
+        return decoder_output_size(STAGE_LAYOUTS[model_cfg.preset](model_cfg.ngf, model_cfg.channels))
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return None
 
 
-def _positive_int(cfg: Any, field: str) -> int:
-    value = _get(cfg, field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config.model.{field} must be a positive int, got {value!r}")
-    return value
-
-
-def _choice(cfg: Any, field: str, choices: tuple[str, ...]) -> str:
-    value = _get(cfg, field)
-    if value not in choices:
-        raise ValueError(f"config.model.{field} must be one of {choices}, got {value!r}")
-    return value
+def model_rules(model_cfg: Any) -> list[settings.Rule]:
+    """The constraints of config.model for its kind (the kind is checked first)."""
+    i, c = settings.integer, settings.choice
+    rules = [c("config.model.kind", KINDS), i("config.model.image_size", 1), i("config.model.channels", 1)]
+    kind = model_cfg.get("kind") if hasattr(model_cfg, "get") else None
+    if kind in ("conv_gon", "variational_gon"):
+        size = _decoded_size(model_cfg)
+        rules += [c("config.model.preset", tuple(STAGE_LAYOUTS)), i("config.model.nz", 1), i("config.model.ngf", 1),
+                  c("config.model.activation", tuple(ACTIVATIONS)),
+                  c("config.model.out_activation", tuple(OUT_ACTIVATIONS)),
+                  settings.Rule("config.model.image_size", f"{size}, the side config.model.preset="
+                                f"{model_cfg.get('preset')!r} decodes", lambda v: v == size)]
+    elif kind == "implicit_gon":
+        # sin(w0 * h) with w0 = 30: bfloat16's relative rounding 2^-8 of h ~ 1 becomes a phase
+        # error of ~0.1 rad, so the SIREN's output would be noise at the pixel scale.
+        rules += [i("config.model.nz", 1), settings.number("config.model.w0", 0, low_open=True),
+                  settings.Rule("config.model.hidden", "a sequence of layer widths", lambda v: len(v) >= 0),
+                  settings.Rule("config.model.dtype", "'float32' for the implicit GON (its sine layers multiply "
+                                "activations by w0 = 30, which bfloat16 rounding turns into phase noise)",
+                                lambda v: v == "float32", optional=True)]
+    elif kind == "cae":
+        rules += [settings.Rule("config.model.image_size", "divisible by 4 for the CAE", lambda v: v % 4 == 0),
+                  settings.Rule("config.model.widths", "a sequence of layer widths", lambda v: len(v) >= 0)]
+    return rules
 
 
 def build_gon_model(model_cfg: Any) -> nn.Module:
     """ConvDecoder | ImplicitGON | VariationalGON | ConvAutoencoder for config.model.
 
     GON models map z (B, nz) to images (B, image_size, image_size, channels); the CAE maps
-    images to images. Raises ValueError naming the config field at fault.
+    images to images. Raises settings.SettingError naming the config field at fault.
     """
-    kind = _choice(model_cfg, "kind", KINDS)
-    size, channels = _positive_int(model_cfg, "image_size"), _positive_int(model_cfg, "channels")
-    dtype = compute_dtype(model_cfg)
-    if kind == "implicit_gon" and dtype is not None:
-        # sin(w0 * h) with w0 = 30: bfloat16's relative rounding 2^-8 of h ~ 1 becomes a phase
-        # error of ~0.1 rad, so the SIREN's output would be noise at the pixel scale.
-        raise ValueError("config.model.dtype='bfloat16' is not supported for the implicit GON (its sine layers "
-                         "multiply activations by w0 = 30, which bfloat16 rounding turns into phase noise); "
-                         "use 'float32'")
-    if kind in ("conv_gon", "variational_gon"):
-        preset = _choice(model_cfg, "preset", tuple(STAGE_LAYOUTS))
-        nz, ngf = _positive_int(model_cfg, "nz"), _positive_int(model_cfg, "ngf")
-        activation = _choice(model_cfg, "activation", tuple(ACTIVATIONS))
-        out_activation = _choice(model_cfg, "out_activation", tuple(OUT_ACTIVATIONS))
-        stages = STAGE_LAYOUTS[preset](ngf, channels)
-        if decoder_output_size(stages) != size:
-            raise ValueError(f"config.model.image_size={size} does not match config.model.preset={preset!r}, "
-                             f"whose decoder outputs {decoder_output_size(stages)}x{decoder_output_size(stages)}")
-        if kind == "conv_gon":
-            return ConvDecoder(nz, stages, activation=activation, out_activation=out_activation, dtype=dtype)
-        return VariationalGON(nz, stages, activation=activation, out_activation=out_activation, dtype=dtype)
-    if kind == "implicit_gon":
-        w0 = _get(model_cfg, "w0")
-        if isinstance(w0, bool) or not isinstance(w0, (int, float)) or w0 <= 0:
-            raise ValueError(f"config.model.w0 must be a positive number, got {w0!r}")
-        return ImplicitGON(nz=_positive_int(model_cfg, "nz"), image_size=size, channels=channels,
-                           hidden=tuple(_get(model_cfg, "hidden")), w0=float(w0))
-    if size % 4:
-        raise ValueError(f"config.model.image_size must be divisible by 4 for the CAE, got {size}")
-    return ConvAutoencoder(channels=channels, widths=tuple(_get(model_cfg, "widths")), dtype=dtype)
+    settings.check(model_cfg, model_rules(model_cfg), at="config.model")
+    m, dtype = model_cfg, compute_dtype(model_cfg)
+    if m.kind in ("conv_gon", "variational_gon"):
+        stages = STAGE_LAYOUTS[m.preset](m.ngf, m.channels)
+        network = ConvDecoder if m.kind == "conv_gon" else VariationalGON
+        return network(m.nz, stages, activation=m.activation, out_activation=m.out_activation, dtype=dtype)
+    if m.kind == "implicit_gon":
+        return ImplicitGON(nz=m.nz, image_size=m.image_size, channels=m.channels, hidden=tuple(m.hidden),
+                           w0=float(m.w0))
+    return ConvAutoencoder(channels=m.channels, widths=tuple(m.widths), dtype=dtype)
 
 
 def model_input(model_cfg: Any, batch_size: int = 2) -> jax.Array:
     """Zeros shaped like the model's input: z (B, nz) for a GON, images (B, S, S, C) for the CAE."""
-    if _choice(model_cfg, "kind", KINDS) == "cae":
-        s = _positive_int(model_cfg, "image_size")
-        return jnp.zeros((batch_size, s, s, _positive_int(model_cfg, "channels")), jnp.float32)
-    return jnp.zeros((batch_size, _positive_int(model_cfg, "nz")), jnp.float32)
+    settings.check(model_cfg, model_rules(model_cfg), at="config.model")
+    if model_cfg.kind == "cae":
+        s = model_cfg.image_size
+        return jnp.zeros((batch_size, s, s, model_cfg.channels), jnp.float32)
+    return jnp.zeros((batch_size, model_cfg.nz), jnp.float32)
 
 
 def init_variables(model_cfg: Any, rng: jax.Array) -> dict[str, Any]:

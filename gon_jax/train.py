@@ -1,4 +1,4 @@
-"""GON and CAE training, scoring and the entry points launch.py calls (docs/METHODS.md 2).
+"""GON and CAE training and scoring: the `METHOD` the shared program runs (docs/METHODS.md 2).
 
 One stage 'gon': each step encodes the batch with the gradient origin (z = -grad at 0),
 decodes, and trains on the outer loss through z (second order). The CAE baseline shares the
@@ -17,11 +17,11 @@ import numpy as np
 import optax
 
 from anomaly_core import data as data_lib
-from anomaly_core import program
+from anomaly_core import program, settings
 from anomaly_core.train_loop import Stage
-from gon_jax.build import build_gon_model, describe as describe_model, init_variables
+from gon_jax.build import build_gon_model, describe as describe_model, init_variables, model_rules
 from gon_jax.losses import cae_mse_loss
-from gon_jax.origin import gon_value_and_grad
+from gon_jax.origin import LATENT_SCALINGS, gon_value_and_grad
 from gon_jax.scoring import reconstruction_errors
 from gon_jax.torch_names import TORCH_NETWORKS
 
@@ -48,11 +48,11 @@ def init_state(config, rng) -> dict[str, Any]:
     return state
 
 
-def fill_state(config, state: dict[str, Any]) -> dict[str, Any]:
-    """Sets state['context'] to the first B_train - 1 training images (eval transform)."""
+def fill_state(config, state: dict[str, Any], train: data_lib.Split) -> dict[str, Any]:
+    """Sets state['context'] to the first B_train - 1 images of the training split (eval transform)."""
     if not has_context(config):
         return state
-    return {**state, "context": scoring_context(config)}
+    return {**state, "context": scoring_context(config, train)}
 
 
 def train_step(config, state, batch, rng):
@@ -83,12 +83,11 @@ def train_step(config, state, batch, rng):
     return {**state, "model": new_vars, "opt": opt}, metrics
 
 
-def scoring_context(config) -> np.ndarray:
+def scoring_context(config, train: data_lib.Split) -> np.ndarray:
     """B_train - 1 fixed normal training images (eval transform), (B_train - 1, H, W, C), in
     whose company each test image is encoded, so BatchNorm sees training-like batch
     statistics (gon_jax/scoring.py)."""
     need = config.train.batch_size - 1
-    train = data_lib.load_split(config.data, "train")
     if len(train) < need:
         raise ValueError(f"bn_statistics='context' needs config.train.batch_size - 1 = {need} training images, "
                          f"the train split has {len(train)}")
@@ -130,9 +129,23 @@ def validation_fn(config):
     return lambda state, batch: {"val_score": score(state, batch)["image_score"]}
 
 
+def settings_rules(config) -> list[settings.Rule]:
+    """The constraints of the GON / CAE settings (the shared ones: program.shared_rules)."""
+    n, c = settings.number, settings.choice
+    return [
+        *model_rules(config.model),
+        settings.integer("config.train.steps", 0), n("config.train.lr", 0, low_open=True),
+        settings.Rule("config.train.betas", "(b1, b2) with 0 <= b1, b2 < 1",
+                      lambda v: len(v) == 2 and all(0.0 <= float(b) < 1.0 for b in v)),
+        c("config.train.latent_scaling", LATENT_SCALINGS),
+        # config.eval.scoring and bn_statistics: checked where scoring reads them, by tracing the
+        # score function before training (program.preflight).
+        settings.integer("config.eval.chunk_size", 0, optional=True),
+        settings.boolean("config.checkpoint.select_best", optional=True),
+    ]
+
+
 def stages(config) -> list[Stage]:
-    if config.train.steps < 0:
-        raise ValueError(f"config.train.steps={config.train.steps} must be >= 0")
     return [Stage(config.model.kind, config.train.steps, functools.partial(train_step, config))]
 
 
@@ -146,25 +159,13 @@ METHOD = program.Method(
     required_settings=("config.model.kind", "config.train.steps", "config.train.latent_scaling",
                        "config.eval.scoring", "config.eval.bn_statistics"),
     example_config="configs/gon_quickstart.py",
+    settings=settings_rules,
     # The saved scoring context holds B_train - 1 images.
     recorded_settings=lambda c: {"config.train.batch_size": c.train.batch_size} if has_context(c) else {},
     fill_state=fill_state,
     filled_keys=("context",),
+    describe=lambda config: describe_model(config.model),
     torch=TORCH_NETWORKS,
+    settings_files=(("gon_jax/build.py", {"default_gon_model_config": "model"}), ("configs/gon_base.py", {})),
 )
 
-
-def train_and_evaluate(config, workdir: str, *, allow_changes: bool = False) -> dict:
-    return program.train_and_evaluate(METHOD, config, workdir, allow_changes=allow_changes)
-
-
-def evaluate(config, workdir: str) -> dict:
-    return program.evaluate(METHOD, config, workdir)
-
-
-def predict(config, workdir: str, input_dir: str, output: str | None = None) -> str:
-    return program.predict(METHOD, config, workdir, input_dir, output)
-
-
-def describe(config) -> str:
-    return describe_model(config.model)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomaly_core import parallel
+from anomaly_core import parallel, program
 from anomaly_core.checkpointing import Checkpointer
 from configs.mvtec_bottle import get_config
 from funetgan_jax import train as ft
@@ -50,7 +50,7 @@ def final_state(config, workdir):
 @pytest.fixture(scope="module")
 def straight_run(demo_root, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("straight"))
-    results = ft.train_and_evaluate(tiny_config(demo_root), workdir)
+    results = program.train_and_evaluate(ft.METHOD, tiny_config(demo_root), workdir)
     return workdir, results
 
 
@@ -90,8 +90,8 @@ def test_resume_gives_the_same_result(straight_run, demo_root, tmp_path):
     """Stop after the adversarial stage, rerun the full command: identical parameters and scores."""
     workdir, results = straight_run
     partial = str(tmp_path / "resumed")
-    ft.train_and_evaluate(tiny_config(demo_root, encoder_steps=0), partial)
-    resumed = ft.train_and_evaluate(tiny_config(demo_root), partial)
+    program.train_and_evaluate(ft.METHOD, tiny_config(demo_root, encoder_steps=0), partial)
+    resumed = program.train_and_evaluate(ft.METHOD, tiny_config(demo_root), partial)
     _, a, data_a = final_state(tiny_config(""), workdir)
     _, b, data_b = final_state(tiny_config(""), partial)
     assert data_a == data_b
@@ -190,7 +190,7 @@ def test_converter_exports_a_training_run_and_imports_it_back(straight_run, tmp_
     # The run records its spectral norm: the other setting is refused before anything is read.
     with pytest.raises(CheckpointError, match=r"config.model.spectral_norm='torch' there, 'biggan' in the config "
                                               r"\(pass --config.model.spectral_norm=torch\)"):
-        ft.evaluate(config, again)
+        program.evaluate(ft.METHOD, config, again)
 
 
 def test_checkpoint_settings_are_checked_before_restoring():
@@ -243,7 +243,7 @@ def test_a_workdir_refuses_a_resume_with_other_settings(straight_run, demo_root)
     other_seed = tiny_config(demo_root)
     other_seed.seed = 7
     with pytest.raises(CheckpointError, match=r"config.seed=0 there, 7 now"):
-        ft.train_and_evaluate(other_seed, workdir)
+        program.train_and_evaluate(ft.METHOD, other_seed, workdir)
     assert open(os.path.join(workdir, "config.json")).read() == config_json
 
 

@@ -2,6 +2,7 @@
 so predictions do not change when the training folder changes or disappears."""
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from anomaly_core import parallel, program
+from anomaly_core.data import load_split
 from configs.gon_base import shrink_gon
 from configs.gon_quickstart import get_config
 from gon_jax import train as gon_train
@@ -40,7 +42,7 @@ def _scores(workdir: str) -> dict[str, str]:
 def test_checkpoint_holds_the_scoring_context(trained):
     config, workdir, _, _ = trained
     state, _, _ = program.restore_for_inference(gon_train.METHOD, config, workdir, parallel.make_mesh())
-    np.testing.assert_array_equal(np.asarray(state["context"]), gon_train.scoring_context(config))
+    np.testing.assert_array_equal(np.asarray(state["context"]), gon_train.scoring_context(config, load_split(config.data, "train")))
     assert state["context"].shape == (config.train.batch_size - 1, 28, 28, 1)
 
 
@@ -57,7 +59,7 @@ def test_predict_scores_do_not_depend_on_the_training_folder(trained):
     try:
         for name in os.listdir(train):
             write_image(os.path.join(train, name), noise_image(rng, 28, 28))
-        assert not np.array_equal(gon_train.scoring_context(config),
+        assert not np.array_equal(gon_train.scoring_context(config, load_split(config.data, "train")),
                                   program.restore_for_inference(gon_train.METHOD, config, workdir,
                                                                 parallel.make_mesh())[0]["context"])
         program.predict(gon_train.METHOD, config, workdir, images)
@@ -114,7 +116,7 @@ def _tiny(root: str):
     ("only_normal_test_images", r"test split .* holds 3 image\(s\), all normal: image AUROC needs normal and anomalous"),
     ("zero_byte_mask", r"Mask of .*crack/000.png is unusable: .*empty file"),
     ("masks_empty_at_model_size", r"every ground-truth mask is empty at config.data.image_size=28"),
-    ("eval_setting", r"config.eval.aupro_fpr_limit=0.0: a number in \(0, 1\]"),
+    ("eval_setting", r"config.eval.aupro_fpr_limit must be a number in \(0, 1\], got 0.0"),
     ("method_eval_setting", r"evaluation settings do not fit gon: .*scoring"),
     ("threshold_rule_needs_anomalous_validation", r"threshold_rule='f1' needs anomalous validation images"),
 ])
@@ -298,3 +300,25 @@ def test_best_checkpoint_that_does_not_verify_falls_back_to_the_newest_that_does
     _, step, how = program.restore_for_inference(gon_train.METHOD, config, copy, mesh)
     assert how == "latest (the best checkpoint does not verify)" and step != best
     assert f"checkpoint step {best}" in caplog.text
+
+
+def test_a_run_scans_each_data_folder_once(tmp_path, monkeypatch):
+    """Train, validation, progress images, evaluation and the baseline all use the run's one
+    `Splits`: every folder of the dataset is listed exactly once per run."""
+    root = str(tmp_path / "data")
+    make_tree(root, n_train=8, n_test_good=3, size=(28, 28), defects={"crack": 2})
+    config = _tiny(root)
+    listed = collections.Counter()
+    real_listdir = os.listdir
+
+    def counting_listdir(path="."):
+        if os.fspath(path).startswith(root):
+            listed[os.path.relpath(os.fspath(path), root)] += 1
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting_listdir)
+    program.train_and_evaluate(gon_train.METHOD, config, str(tmp_path / "run"))
+    widget = os.path.join("widget", "")
+    assert {f"{widget}train", f"{widget}train/good", f"{widget}test", f"{widget}test/good",
+            f"{widget}test/crack"} <= set(listed), listed
+    assert set(listed.values()) == {1}, listed

@@ -95,7 +95,7 @@ def test_bad_dtype_settings_name_the_setting():
         funetgan_train.networks(config)
     implicit = gon_base_config("implicit_gon", "mnist")
     implicit.model.dtype = "bfloat16"
-    with pytest.raises(ValueError, match=r"config\.model\.dtype='bfloat16' is not supported for the implicit GON"):
+    with pytest.raises(ValueError, match=r"config\.model\.dtype must be 'float32' for the implicit GON .*got 'bfloat16'"):
         build_gon_model(implicit.model)
 
 

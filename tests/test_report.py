@@ -70,8 +70,8 @@ def test_write_evaluation_files_parse(tmp_path):
     results["extra"] = {"nan": float("nan"), "inf": np.inf, "neg": -np.inf, "n": np.int64(3)}
     writer = RecordingWriter()
     written = report.write_evaluation(
-        tmp_path, metrics=results, records=records, image_scores=scores, predicted_labels=predicted,
-        images=images[:4], reconstructions=recons[:4], anomaly_maps=maps, masks=masks,
+        tmp_path, report.Evaluation(metrics=results, records=records, image_scores=scores, predicted_labels=predicted,
+                                    images=images[:4], reconstructions=recons[:4], anomaly_maps=maps, masks=masks),
         max_panels=3, writer=writer, writer_panels=2)
 
     saved = _strict_json((tmp_path / "metrics.json").read_text())
@@ -109,9 +109,9 @@ def test_write_evaluation_without_masks_or_threshold(tmp_path):
     records, scores, _, images, recons, maps, _, _ = _case(1)
     results = metrics.evaluate_anomaly_detection(test_scores=scores, test_labels=[r.label for r in records])
     written = report.write_evaluation(
-        tmp_path, metrics=results, records=records, image_scores=scores,
-        predicted_labels=np.full(len(records), -1), images=images[3:5], reconstructions=recons[3:5],
-        anomaly_maps=maps, panel_indices=[3, 4])
+        tmp_path, report.Evaluation(metrics=results, records=records, image_scores=scores,
+                                    predicted_labels=np.full(len(records), -1), images=images[3:5],
+                                    reconstructions=recons[3:5], anomaly_maps=maps, panel_indices=[3, 4]))
     assert "pro.png" not in written and not (tmp_path / "pro.png").exists()
     assert sorted(os.listdir(tmp_path / "panels")) == ["0003_crack_000.png", "0004_crack_001.png"]
     with open(tmp_path / "scores.csv", newline="") as f:
@@ -125,7 +125,7 @@ def test_failure_while_writing_metrics_keeps_previous_file(tmp_path, monkeypatch
     records, scores, predicted, _, _, maps, masks, results = _case()
     kwargs = dict(records=records, image_scores=scores, predicted_labels=predicted,
                   anomaly_maps=maps, masks=masks)
-    report.write_evaluation(tmp_path, metrics=results, **kwargs)
+    report.write_evaluation(tmp_path, report.Evaluation(metrics=results, **kwargs))
     before = (tmp_path / "metrics.json").read_bytes()
 
     real_fsync = os.fsync
@@ -138,15 +138,15 @@ def test_failure_while_writing_metrics_keeps_previous_file(tmp_path, monkeypatch
     monkeypatch.setattr(os, "fsync", failing_fsync)
     changed = dict(results, scalars=dict(results["scalars"], image_auroc=0.123))
     with pytest.raises(OSError, match="simulated"):
-        report.write_evaluation(tmp_path, metrics=changed, **kwargs)
+        report.write_evaluation(tmp_path, report.Evaluation(metrics=changed, **kwargs))
     assert (tmp_path / "metrics.json").read_bytes() == before
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
     monkeypatch.setattr(os, "fsync", real_fsync)
     scores_before = (tmp_path / "scores.csv").read_bytes()
     with pytest.raises(TypeError, match="metrics.bad"):
-        report.write_evaluation(tmp_path, metrics=dict(results, bad=object()),
-                                **dict(kwargs, image_scores=scores + 1))
+        report.write_evaluation(tmp_path, report.Evaluation(metrics=dict(results, bad=object()),
+                                                            **dict(kwargs, image_scores=scores + 1)))
     assert (tmp_path / "metrics.json").read_bytes() == before
     assert (tmp_path / "scores.csv").read_bytes() == scores_before  # nothing written
 

@@ -194,15 +194,14 @@ def restore_checkpoint(config_args: Sequence[str], workdir: str, step: int | Non
     of `workdir` (or of `step`), restored into the method's state shapes as launch.py would."""
     import jax
 
-    from anomaly_core import parallel, program
+    from anomaly_core import methods, parallel, program
     from anomaly_core.checkpointing import Checkpointer
 
     config = load_config(config_args)
-    module = program.method_module(config)
     mesh = parallel.make_mesh()
     ckpt = Checkpointer(workdir)
     try:
-        restored = ckpt.restore(program.abstract_state(module.METHOD, config, mesh), step=step)
+        restored = ckpt.restore(program.abstract_state(methods.for_config(config), config, mesh), step=step)
     finally:
         ckpt.close()
     if restored is None:

@@ -7,6 +7,7 @@ batches (see `pipeline` for the batch format). Settings: `default_data_config()`
 
 from anomaly_core.data.config import (
     SOURCES,
+    data_rules,
     default_data_config,
     default_demo_root,
     validate_data_config,
@@ -30,10 +31,11 @@ from anomaly_core.data.pipeline import (
     train_iterator,
 )
 from anomaly_core.data.records import ANOMALOUS, NORMAL, UNKNOWN, DataError, Record, Split
-from anomaly_core.data.splits import load_split
+from anomaly_core.data.splits import Splits, load_split
 
 __all__ = [
     "SOURCES",
+    "data_rules",
     "default_data_config",
     "default_demo_root",
     "validate_data_config",
@@ -61,4 +63,5 @@ __all__ = [
     "Record",
     "Split",
     "load_split",
+    "Splits",
 ]

@@ -6,6 +6,7 @@ import os
 
 import ml_collections
 
+from anomaly_core import settings
 from anomaly_core.data.mnist_corrupted import MNIST_CORRUPTIONS
 
 SOURCES = ("mvtec", "folder", "demo", "mnist_corrupted", "digits", "mnist_c_local")
@@ -105,27 +106,26 @@ def default_demo_root() -> str:
     return os.path.join(cache, "funetgan_gon_jax", "demo")
 
 
+def _unit_interval_pair(v) -> bool:
+    lo, hi = (float(x) for x in v)
+    return 0.0 < lo <= hi <= 1.0
+
+
+def data_rules() -> list[settings.Rule]:
+    """The constraints of the `config.data` settings every source reads."""
+    return [
+        settings.choice("config.data.source", SOURCES),
+        settings.choice("config.data.channels", (1, 3)),
+        settings.Rule("config.data.value_range", "(0, 1) or (-1, 1)",
+                      lambda v: tuple(float(x) for x in v) in ((0.0, 1.0), (-1.0, 1.0))),
+        settings.integer("config.data.image_size", 1),
+        settings.number("config.data.val_fraction", 0, 1, high_open=True),
+        settings.Rule("config.data.crop_scale", "(low, high) with 0 < low <= high <= 1", _unit_interval_pair),
+        settings.integer("config.data.num_workers", 0),
+        settings.integer("config.data.read_threads", 1),
+    ]
+
+
 def validate_data_config(cfg: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the `config.data` field that is out of range."""
-    if cfg.source not in SOURCES:
-        raise ValueError(f"config.data.source={cfg.source!r} is not one of {SOURCES}.")
-    if int(cfg.channels) not in (1, 3):
-        raise ValueError(f"config.data.channels={cfg.channels!r} must be 1 or 3.")
-    if tuple(float(v) for v in cfg.value_range) not in ((0.0, 1.0), (-1.0, 1.0)):
-        raise ValueError(
-            f"config.data.value_range={tuple(cfg.value_range)!r} must be (0, 1) or (-1, 1)."
-        )
-    if int(cfg.image_size) < 1:
-        raise ValueError(f"config.data.image_size={cfg.image_size!r} must be a positive int.")
-    if not 0.0 <= float(cfg.val_fraction) < 1.0:
-        raise ValueError(f"config.data.val_fraction={cfg.val_fraction!r} must be in [0, 1).")
-    lo, hi = (float(v) for v in cfg.crop_scale)
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(
-            f"config.data.crop_scale={tuple(cfg.crop_scale)!r} must satisfy 0 < low <= high <= 1."
-        )
-    if int(cfg.num_workers) < 0 or int(cfg.read_threads) < 1:
-        raise ValueError(
-            "config.data.num_workers must be >= 0 and config.data.read_threads "
-            f">= 1 (got {cfg.num_workers!r}, {cfg.read_threads!r})."
-        )
+    """Raises settings.SettingError naming the `config.data` setting that is out of range."""
+    settings.check(cfg, data_rules(), at="config.data")

@@ -199,8 +199,9 @@ def scan_train(
     if not os.path.isdir(train):
         raise DataError(f"Training folder {train} not found (config.data.root).")
     real_root = os.path.realpath(folder)
-    classes = [d for d in _subdirs(train) if d in NORMAL_DIR_NAMES]
-    for other in (d for d in _subdirs(train) if d not in NORMAL_DIR_NAMES):
+    subdirs = _subdirs(train)
+    classes = [d for d in subdirs if d in NORMAL_DIR_NAMES]
+    for other in (d for d in subdirs if d not in NORMAL_DIR_NAMES):
         log.warning(
             "Ignoring %s: training uses normal images only (%s).",
             os.path.join(train, other),
@@ -246,13 +247,17 @@ def scan_labelled(
             f"Ground-truth folder {gt_root} not found; MVTec AD ships one "
             f'({MVTEC_URL}). Use config.data.source="folder" for data without masks.'
         )
-    records, skipped = [], []
+    records, skipped, subdirs = [], [], []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
-        if os.path.isfile(path) and not name.startswith("."):
+        if name.startswith("."):
+            continue
+        if os.path.isdir(path):
+            subdirs.append(name)
+        elif os.path.isfile(path):
             skipped.append((path, "not in a class folder"))
     has_anomalies = False
-    for defect in _subdirs(folder):
+    for defect in subdirs:
         if defect == GROUND_TRUTH_DIR:
             continue
         files, skip = scan_files(os.path.join(folder, defect), real_root, max_pixels, strict)

@@ -1,0 +1,124 @@
+"""Config validation: each setting's constraint declared once, checked by one function.
+
+A `Rule` names a setting by its dotted name (`config.train.batch_size`), says what is
+allowed, and tests a value. The shared program declares the rules of the settings every
+method has (`config.data`, `config.train`, `config.eval`, ...); each method package declares
+its own (`program.Method.settings`). `check` raises `SettingError` for the first setting at
+fault, always in one style:
+
+  config.train.n_critic must be an integer >= 1, got 0
+  config.model.z_dim is missing
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+
+class SettingError(ValueError):
+    """A setting with a value that is not allowed (or missing); the message names it."""
+
+
+def error(name: str, value: Any, allowed: str) -> SettingError:
+    """The one message style: '<dotted name> must be <allowed>, got <value!r>'."""
+    return SettingError(f"{name} must be {allowed}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One setting's constraint. `test(value)` is True when allowed; `allowed` completes
+    'must be ...'. An `optional` setting may be absent (its documented default applies)."""
+
+    name: str
+    allowed: str
+    test: Callable[[Any], bool]
+    optional: bool = False
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(name: str, low: int | None = None, high: int | None = None, *, optional: bool = False) -> Rule:
+    """An int in [low, high] (either bound may be None)."""
+    if low is not None and high is not None:
+        allowed = f"an integer in [{low}, {high}]"
+    elif low is not None:
+        allowed = f"an integer >= {low}"
+    else:
+        allowed = "an integer" if high is None else f"an integer <= {high}"
+    return Rule(name, allowed, lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high),
+                optional)
+
+
+def number(name: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False, optional: bool = False) -> Rule:
+    """An int or float in the interval from low to high (closed unless *_open; None: unbounded)."""
+    def ok(v: Any) -> bool:
+        if not _is_number(v) or v != v:  # NaN compares false with everything
+            return False
+        if low is not None and (v <= low if low_open else v < low):
+            return False
+        return high is None or (v < high if high_open else v <= high)
+
+    if low is not None and high is not None:
+        allowed = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        allowed = f"a number {'>' if low_open else '>='} {low}"
+    else:
+        allowed = "a number" if high is None else f"a number {'<' if high_open else '<='} {high}"
+    return Rule(name, allowed, ok, optional)
+
+
+def choice(name: str, choices: Sequence[Any], *, optional: bool = False) -> Rule:
+    """One of `choices`."""
+    choices = tuple(choices)
+    return Rule(name, f"one of {choices}", lambda v: _hashable(v) and v in choices, optional)
+
+
+def boolean(name: str, *, optional: bool = False) -> Rule:
+    return Rule(name, "True or False", lambda v: isinstance(v, bool), optional)
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+MISSING = object()  # lookup's answer for an absent setting
+
+
+def lookup(node: Any, name: str, at: str = "config") -> Any:
+    """The value of dotted `name` below `node` (which is the setting named `at`), or MISSING."""
+    if not name.startswith(at + "."):
+        raise ValueError(f"rule {name!r} is not a setting under {at!r}")
+    for part in name[len(at) + 1:].split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def check(node: Any, rules: Iterable[Rule], at: str = "config") -> None:
+    """Raises SettingError for the first rule `node` (the config, or the part of it named
+    `at`, e.g. 'config.model') breaks."""
+    for rule in rules:
+        value = lookup(node, rule.name, at)
+        if value is MISSING:
+            if rule.optional:
+                continue
+            raise SettingError(f"{rule.name} is missing")
+        try:
+            ok = rule.test(value)
+        except (TypeError, ValueError):  # e.g. a string where a number was expected
+            ok = False
+        if not ok:
+            raise error(rule.name, value, rule.allowed)
