@@ -44,16 +44,19 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _interval(noun: str, low: Any, high: Any, low_open: bool = False, high_open: bool = False) -> str:
+    """'a number in (0, 1]', 'an integer >= 1', ... (a None bound is open-ended)."""
+    if low is not None and high is not None:
+        return f"{noun} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{noun} {'>' if low_open else '>='} {low}"
+    return noun if high is None else f"{noun} {'<' if high_open else '<='} {high}"
+
+
 def integer(name: str, low: int | None = None, high: int | None = None, *, optional: bool = False) -> Rule:
     """An int in [low, high] (either bound may be None)."""
-    if low is not None and high is not None:
-        allowed = f"an integer in [{low}, {high}]"
-    elif low is not None:
-        allowed = f"an integer >= {low}"
-    else:
-        allowed = "an integer" if high is None else f"an integer <= {high}"
-    return Rule(name, allowed, lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high),
-                optional)
+    return Rule(name, _interval("an integer", low, high),
+                lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high), optional)
 
 
 def number(name: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
@@ -66,13 +69,7 @@ def number(name: str, low: float | None = None, high: float | None = None, *, lo
             return False
         return high is None or (v < high if high_open else v <= high)
 
-    if low is not None and high is not None:
-        allowed = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    elif low is not None:
-        allowed = f"a number {'>' if low_open else '>='} {low}"
-    else:
-        allowed = "a number" if high is None else f"a number {'<' if high_open else '<='} {high}"
-    return Rule(name, allowed, ok, optional)
+    return Rule(name, _interval("a number", low, high, low_open, high_open), ok, optional)
 
 
 def choice(name: str, choices: Sequence[Any], *, optional: bool = False) -> Rule:

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from anomaly_core import settings
 from anomaly_core.precision import at_least_f32
 
 Array = jax.Array
@@ -56,9 +57,10 @@ def torch_bias_init(fan_in: int) -> Initializer:
 
 
 def check_choice(value: Any, choices: Sequence[Any], setting: str) -> None:
-    """Raises ValueError naming `setting` (e.g. 'config.model.activation') unless `value` is one of `choices`."""
-    if value not in choices:
-        raise ValueError(f"{setting} must be one of {tuple(choices)}, got {value!r}")
+    """Raises settings.SettingError naming `setting` (e.g. 'config.model.activation') unless
+    `value` is one of `choices`: a module's own argument check, in the config checks' style."""
+    if value not in tuple(choices):
+        raise settings.error(setting, value, f"one of {tuple(choices)}")
 
 
 class BatchNorm(nn.Module):
