@@ -72,6 +72,7 @@ def for_inference(workdir: str, given: ml_collections.ConfigDict | None,
     saved = read(workdir)
     if saved is None:
         return given
+    _fill_unrecorded(saved)
     if given is None:
         return saved
     explicit = set(explicit)
@@ -99,3 +100,25 @@ def for_inference(workdir: str, given: ml_collections.ConfigDict | None,
             else:
                 config[section] = saved[section]
     return config
+
+
+def _fill_unrecorded(saved: ml_collections.ConfigDict) -> None:
+    """A config.json written before a setting existed gets the value the run then used
+    (`Method.unrecorded_settings`, e.g. f-UNetGAN's spectral norm 'torch'), not the default of
+    today's configs, which its checkpoints may not fit."""
+    from anomaly_core import methods
+
+    try:
+        method = methods.for_config(saved)
+    except ValueError:
+        return  # an unknown config.method is reported where the method is resolved
+    for name, value in method.unrecorded_settings.items():
+        *parents, key = name.split(".")[1:]
+        node = saved
+        for part in parents:
+            if part not in node:
+                break
+            node = node[part]
+        else:
+            if key not in node:
+                node[key] = value  # read() returns an unlocked ConfigDict

@@ -51,6 +51,23 @@ def test_run_settings_come_from_the_workdir_eval_settings_from_the_command_line(
     assert config.eval.batch_size == 3 and config.data.root == "/moved/data"
 
 
+def test_a_config_json_from_before_a_setting_existed_gets_the_value_the_run_used(tmp_path):
+    """f-UNetGAN runs written before config.model.spectral_norm existed used torch's spectral
+    norm: their config.json gets 'torch' (Method.unrecorded_settings), with or without --config,
+    not today's default 'biggan', which their checkpoints do not fit."""
+    trained = _load(os.path.join(ROOT, "configs", "quickstart.py"))
+    del trained.model["spectral_norm"]
+    run_config.write(str(tmp_path), trained)
+    assert run_config.for_inference(str(tmp_path), None).model.spectral_norm == "torch"
+    given = _load(os.path.join(ROOT, "configs", "quickstart.py"))
+    assert given.model.spectral_norm == "biggan"
+    assert run_config.for_inference(str(tmp_path), given, []).model.spectral_norm == "torch"
+    # A setting the run recorded is kept as recorded.
+    trained.model.spectral_norm = "biggan"
+    run_config.write(str(tmp_path), trained)
+    assert run_config.for_inference(str(tmp_path), None).model.spectral_norm == "biggan"
+
+
 def test_override_that_changes_the_trained_network_is_refused(tmp_path):
     trained = _load(os.path.join(ROOT, "configs", "quickstart.py"))
     run_config.write(str(tmp_path), trained)
