@@ -64,9 +64,8 @@ class Method:
     example_config: str = ""  # a config file of this method, named in that error
     # fill_state(config, state, train_split) -> state: sets the top-level state entries
     # `filled_keys` (their init_state values are placeholders of the right shape) from the
-    # training split (a data.Split), e.g.
-    # GON's scoring context. They are saved with every checkpoint, so scoring a trained run
-    # never reads the training data again. A checkpoint written before they were saved gets
+    # training split (a data.Split), e.g. GON's scoring context. They are saved with every
+    # checkpoint, so scoring a trained run never reads the training data again. A checkpoint written before they were saved gets
     # them from the training data when restored, with a warning.
     fill_state: Callable[[Any, State, Any], State] = lambda c, s, train: s
     filled_keys: tuple[str, ...] = ()

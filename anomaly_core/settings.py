@@ -72,6 +72,16 @@ def number(name: str, low: float | None = None, high: float | None = None, *, lo
     return Rule(name, _interval("a number", low, high, low_open, high_open), ok, optional)
 
 
+def numbers(name: str, count: int, low: float, high: float, *, high_open: bool = False) -> Rule:
+    """A sequence of `count` numbers, each in [low, high] (or [low, high) with high_open),
+    e.g. Adam's betas."""
+    def ok(v: Any) -> bool:
+        return len(v) == count and all(_is_number(x) and low <= x and (x < high if high_open else x <= high)
+                                       for x in v)
+
+    return Rule(name, f"{count} numbers, each {_interval('', low, high, high_open=high_open).strip()}", ok)
+
+
 def choice(name: str, choices: Sequence[Any], *, optional: bool = False) -> Rule:
     """One of `choices`."""
     choices = tuple(choices)

@@ -135,8 +135,7 @@ def settings_rules(config) -> list[settings.Rule]:
     return [
         *model_rules(config.model),
         settings.integer("config.train.steps", 0), n("config.train.lr", 0, low_open=True),
-        settings.Rule("config.train.betas", "(b1, b2) with 0 <= b1, b2 < 1",
-                      lambda v: len(v) == 2 and all(0.0 <= float(b) < 1.0 for b in v)),
+        settings.numbers("config.train.betas", 2, 0, 1, high_open=True),
         c("config.train.latent_scaling", LATENT_SCALINGS),
         # config.eval.scoring and bn_statistics: checked where scoring reads them, by tracing the
         # score function before training (program.preflight).

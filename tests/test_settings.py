@@ -29,6 +29,8 @@ def _config(**train):
     (settings.number("config.train.x", 0), [0, 3.5], [-1e-9, "1"], "a number >= 0"),
     (settings.choice("config.train.x", ("a", "b")), ["a", "b"], ["c", None, ["a"]], "one of ('a', 'b')"),
     (settings.boolean("config.train.x"), [True, False], [0, 1, "True"], "True or False"),
+    (settings.numbers("config.train.x", 2, 0, 1, high_open=True), [(0, 0.5), (0.9, 0.999)],
+     [(0.9,), (0.9, 1.0), ("a", 0.1), 5], "2 numbers, each in [0, 1)"),
 ])
 def test_rules_accept_and_refuse_in_one_style(rule, good, bad, message):
     assert rule.allowed == message
