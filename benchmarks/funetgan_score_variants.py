@@ -1,0 +1,124 @@
+"""Anomaly maps other than the shipped one, on one trained f-UNetGAN run (no training).
+
+  python launch.py --config=configs/quickstart.py --workdir=runs/quickstart      # train once
+  python -m benchmarks.funetgan_score_variants --workdir=runs/quickstart
+
+Asks whether the f-UNetGAN quickstart's detection is limited by its score or by its
+networks (issue 12): on the run's selected checkpoint and the demo's test split, each map
+below gets the image AUROC of its mean and of its maximum and the pixel AUROC (maps
+smoothed as config.eval.smoothing_sigma):
+  - the shipped residual |x - G(E(x))| (mean over channels);
+  - that residual after refining z = E(x) by Adam on ||x - G(z)||^2 (AnoGAN's latent search,
+    started from the encoder);
+  - the critic's per-pixel output -D_dec(x), and its change D_dec(G(E(x))) - D_dec(x);
+  - a Gaussian over the critic's last per-pixel features of the training images
+    (Mahalanobis distance per pixel);
+  - two no-learning references: |x - mean training image| (the baseline every evaluation
+    reports) and a Gaussian over the training images' pixel colours.
+Writes <out>.json and <out>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from anomaly_core import api
+from anomaly_core import data as data_lib
+from benchmarks.common import command_line, write_results
+from funetgan_jax import train as ft
+
+REFINEMENTS = ((50, 0.05), (200, 0.05))  # (Adam steps, learning rate)
+
+
+def _images(config, split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs, ms, ls = [], [], []
+    for b in data_lib.eval_batches(config.data, split, batch_size=32):
+        v = np.asarray(b["valid"], bool)
+        xs.append(np.asarray(b["image"])[v])
+        ms.append(np.asarray(b["mask"])[v])
+        ls.append(np.asarray(b["label"])[v])
+    return np.concatenate(xs), np.concatenate(ms) > 0.5, np.concatenate(ls)
+
+
+def _gaussian_distance(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Per-pixel Mahalanobis distance of test (N, H, W, C) to a Gaussian over all train pixels."""
+    flat = train.reshape(-1, train.shape[-1]).astype(np.float64)
+    inv = np.linalg.inv(np.cov(flat.T) + 1e-6 * np.eye(flat.shape[1]))
+    d = test.astype(np.float64) - flat.mean(0)
+    return np.sqrt(np.einsum("nhwc,cd,nhwd->nhw", d, inv, d))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="a trained f-UNetGAN run")
+    parser.add_argument("--out", default="benchmarks/results/funetgan_score_variants")
+    args = parser.parse_args()
+
+    detector = api.load(args.workdir)
+    config, state = detector.config, jax.device_get(detector.state)
+    G, D, E = ft.networks(config)
+    g = ft.generator_variables(state)
+    splits = data_lib.Splits(config.data)
+    x, masks, labels = _images(config, splits["test"])
+    train, _, _ = _images(config, splits["train"])
+    sigma = float(config.eval.smoothing_sigma)
+
+    generate = jax.jit(lambda z: G.apply(g, z, train=False))
+    encode = jax.jit(lambda x: E.apply(state["e"], x, train=False))
+    critic = jax.jit(lambda x: D.apply(state["d"], x, train=False, return_features=True))
+
+    def refine(z, steps, lr):
+        tx = optax.adam(lr)
+        loss = lambda z: jnp.sum(jnp.square(G.apply(g, z, train=False) - x))  # noqa: E731
+
+        def step(carry, _):
+            z, opt = carry
+            updates, opt = tx.update(jax.grad(loss)(z), opt)
+            return (optax.apply_updates(z, updates), opt), None
+
+        return jax.jit(lambda z: jax.lax.scan(step, (z, tx.init(z)), None, length=steps)[0][0])(z)
+
+    z = encode(x)
+    xr = np.asarray(generate(z))
+    out_x, out_r, out_t = critic(x), critic(jnp.asarray(xr)), critic(train)
+    maps = {"shipped: residual abs(x - G(E(x)))": np.abs(x - xr).mean(-1)}
+    for steps, lr in REFINEMENTS:
+        t0 = time.monotonic()
+        refined = np.asarray(generate(refine(z, steps, lr)))
+        maps[f"residual after {steps} Adam steps on z (lr {lr}; {time.monotonic() - t0:.0f} s)"] = (
+            np.abs(x - refined).mean(-1))
+    maps["critic pixel output -D_dec(x)"] = -np.asarray(out_x[1])[..., 0]
+    maps["critic pixel output change D_dec(G(E(x))) - D_dec(x)"] = np.asarray(out_r[1] - out_x[1])[..., 0]
+    maps["Gaussian over the critic's pixel features"] = _gaussian_distance(np.asarray(out_t[3]), np.asarray(out_x[3]))
+    maps["no learning: abs(x - mean training image)"] = np.abs(x - train.mean(0)).mean(-1)
+    maps["no learning: Gaussian over training pixel colours"] = _gaussian_distance(train, x)
+
+    rows = []
+    for name, m in maps.items():
+        m = np.asarray(m, np.float64)
+        if sigma > 0:
+            m = ndimage.gaussian_filter(m, sigma=(0, sigma, sigma), mode="reflect", truncate=4.0)
+        rows.append({"map": name, "image_auroc_mean": round(roc_auc_score(labels, m.mean((1, 2))), 3),
+                     "image_auroc_max": round(roc_auc_score(labels, m.max((1, 2))), 3),
+                     "pixel_auroc": round(roc_auc_score(masks.ravel(), m.ravel()), 3)})
+        print(rows[-1], flush=True)
+    meta = {"machine": f"{platform.machine()} {os.cpu_count()} CPU cores", "jax": jax.__version__,
+            "run": os.path.abspath(args.workdir), "checkpoint": f"step {detector.step} ({detector.checkpoint})",
+            "test images": f"{len(labels)} ({int(labels.sum())} defective)"}
+    print(write_results(args.out, title="f-UNetGAN quickstart: other anomaly maps on the same checkpoint",
+                        command=command_line(), meta=meta, rows=rows,
+                        columns=(("map", "map"), ("image_auroc_mean", "image AUROC (mean of map)"),
+                                 ("image_auroc_max", "image AUROC (max of map)"), ("pixel_auroc", "pixel AUROC"))))
+
+
+if __name__ == "__main__":
+    main()
