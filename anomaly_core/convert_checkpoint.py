@@ -253,9 +253,8 @@ def _write_run(config: Any, found: TorchNetworks, imported: dict[str, Any], work
 
     method = methods.for_config(config)
     mesh = parallel.make_mesh()
-    # Only filled state entries (GON's scoring context) read the training data.
-    splits = data_lib.Splits(config.data) if method.filled_keys else None
-    state = dict(program._init(method, config, mesh, splits))  # optimiser states (and the rest) fresh
+    # Optimiser states (and the rest) fresh; the splits are read only for filled state entries.
+    state = dict(program._init(method, config, mesh, data_lib.Splits(config.data)))
     for name, variables in imported.items():
         for key in found.state_keys(state, name):
             state[key] = variables

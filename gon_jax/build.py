@@ -27,6 +27,7 @@ from gon_jax.siren import ImplicitGON
 from gon_jax.variational import VariationalGON
 
 KINDS = ("conv_gon", "implicit_gon", "variational_gon", "cae")
+KIND_RULE = settings.choice("config.model.kind", KINDS)
 STAGE_LAYOUTS = {"mvtec": mvtec_stages, "mnist": mnist_stages, "vae32": vae32_stages}
 
 _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
@@ -86,7 +87,7 @@ def _decoded_size(model_cfg: Any) -> int | None:
 def model_rules(model_cfg: Any) -> list[settings.Rule]:
     """The constraints of config.model for its kind (the kind is checked first)."""
     i, c = settings.integer, settings.choice
-    rules = [c("config.model.kind", KINDS), i("config.model.image_size", 1), i("config.model.channels", 1)]
+    rules = [KIND_RULE, i("config.model.image_size", 1), i("config.model.channels", 1)]
     kind = model_cfg.get("kind") if hasattr(model_cfg, "get") else None
     if kind in ("conv_gon", "variational_gon"):
         size = _decoded_size(model_cfg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from anomaly_core import settings
 from anomaly_core.torch_import import Layer, NameMap, TorchNetworks, numbered
 from gon_jax import build
 
@@ -52,8 +53,7 @@ NAME_MAPS = {names.network: names for names in (CONV_GON, IMPLICIT_GON, VARIATIO
 
 def name_map(model_cfg: Any) -> NameMap:
     """The NameMap of config.model.kind."""
-    if model_cfg.kind not in NAME_MAPS:
-        raise ValueError(f"config.model.kind must be one of {tuple(NAME_MAPS)}, got {model_cfg.kind!r}")
+    settings.check(model_cfg, [build.KIND_RULE], at="config.model")
     return NAME_MAPS[model_cfg.kind]
 
 
