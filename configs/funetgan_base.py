@@ -74,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint = common.checkpoint_config()
     config.eval = common.eval_config(
         kappa=1.0,  # weight of the discriminator terms in the anomaly map and the image score
+        # Weight of the U-Net critic's per-pixel verdict in the anomaly map (0 = off, the
+        # original's map): weight * (mean - D_dec(x)) / sd, standardised by running statistics
+        # of training images and brought to the residual map's spread (docs/METHODS.md 1.7).
+        critic_weight=0.0,
         smoothing_sigma=4.0,  # Gaussian smoothing of the anomaly map in pixels (0 = off)
         image_score="fanogan",  # 'fanogan' (docs/METHODS.md 1.7) | 'max_map'
     )

@@ -336,12 +336,14 @@ def encoder_loss(
     frozen G and D (eval mode, no state). By default the critic terms are computed on xr
     itself, so their gradient flows through the frozen D and G into E (f-AnoGAN).
     detach_critic=True reproduces the reference defect: D sees stop_gradient(xr), so only
-    the image term trains E. The features of x carry no gradient either way.
+    the image term trains E. The features of x carry no gradient either way, nor do those
+    of xr when kappa is 0 (the same gradient, without the backward pass through D).
     Returns (loss, (metrics, state)).
     """
     z, state = encode_fn(x, state)
     xr = generate_fn(z)
     feats_x = jax.tree.map(jax.lax.stop_gradient, tuple(features_of(features_fn(x))))
-    feats_xr = features_of(features_fn(jax.lax.stop_gradient(xr) if detach_critic else xr))
+    # With kappa 0 the critic terms are reported but weigh nothing: no backward pass through D.
+    feats_xr = features_of(features_fn(jax.lax.stop_gradient(xr) if detach_critic or kappa == 0 else xr))
     loss, metrics = encoder_loss_terms(x, xr, feats_x, feats_xr, kappa=kappa)
     return loss, (metrics, state)

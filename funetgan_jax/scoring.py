@@ -66,6 +66,29 @@ def gaussian_smooth(maps: Array, sigma: float) -> Array:
     return _smooth_axis(_smooth_axis(maps, taps, axis=1), taps, axis=2)
 
 
+def residual_map(x: Array, xr: Array, dec_x: Array, dec_xr: Array, kappa: float) -> Array:
+    """mean_c |xr - x| + kappa * mean_c |f_dec(xr) - f_dec(x)|: (B, H, W) from images (B, H, W, C)
+    and pixel targets (B, H, W, c)."""
+    return jnp.mean(jnp.abs(xr - x), axis=-1) + kappa * jnp.mean(jnp.abs(dec_xr - dec_x), axis=-1)
+
+
+MAP_STATS_EPS = 1e-8
+
+
+def critic_map(pixel_logits: Array, stats: dict[str, Array], weight: float) -> Array:
+    """The U-Net critic's per-pixel verdict as an anomaly map term, (B, H, W, 1) -> (B, H, W).
+
+    weight * sd_res * (mean_c - D_dec(x)) / sd_c: a pixel the critic finds less real than
+    the training pixels on average scores higher; standardised by the critic's pixel
+    statistics on training images and brought to the residual map's spread (sd_res), so
+    weight 1 gives both terms the same say whatever the logits' scale. stats: the first and
+    second moments residual_mean, residual_sq, critic_mean, critic_sq (train.batch_map_stats).
+    """
+    sd_res = jnp.sqrt(jnp.maximum(stats["residual_sq"] - jnp.square(stats["residual_mean"]), 0.0) + MAP_STATS_EPS)
+    sd_c = jnp.sqrt(jnp.maximum(stats["critic_sq"] - jnp.square(stats["critic_mean"]), 0.0) + MAP_STATS_EPS)
+    return weight * sd_res * (stats["critic_mean"] - pixel_logits[..., 0].astype(jnp.float32)) / sd_c
+
+
 def anomaly_scores(
     x: Array,
     xr: Array,
@@ -75,13 +98,15 @@ def anomaly_scores(
     kappa: float = 1.0,
     smoothing_sigma: float = 0.0,
     image_score: str = "fanogan",
+    critic_map: Array | None = None,
 ) -> tuple[Array, Array]:
     """Image scores (B,) and anomaly maps (B, H, W), larger = more anomalous.
 
     x, xr = G(E(x)): (B, H, W, C); feats_*: (global_features (B, F), pixel_features
     (B, H, W, c)) or DiscriminatorOutputs carrying them.
-      map A = mean_c |xr - x| + kappa * mean_c |f_dec(xr) - f_dec(x)|, then Gaussian
-        smoothing with `smoothing_sigma` pixels (0 = off);
+      map A = mean_c |xr - x| + kappa * mean_c |f_dec(xr) - f_dec(x)| (+ critic_map (B, H, W)
+        when given, see `critic_map`), then Gaussian smoothing with `smoothing_sigma` pixels
+        (0 = off);
       image_score 'fanogan': mean_{H,W,C} (xr - x)^2 + kappa * mean_F (f_enc(xr) - f_enc(x))^2;
         'max_map': max over pixels of the (smoothed) map.
     smoothing_sigma and image_score are static settings (jit with them closed over).
@@ -99,7 +124,11 @@ def anomaly_scores(
     if enc_x.shape != enc_xr.shape:
         raise ValueError(f"global features of x {enc_x.shape} and xr {enc_xr.shape} differ in shape")
 
-    maps = jnp.mean(jnp.abs(xr - x), axis=-1) + kappa * jnp.mean(jnp.abs(dec_xr - dec_x), axis=-1)
+    maps = residual_map(x, xr, dec_x, dec_xr, kappa)
+    if critic_map is not None:
+        if critic_map.shape != maps.shape:
+            raise ValueError(f"critic map {critic_map.shape} must be (B, H, W) = {maps.shape}")
+        maps = maps + critic_map
     maps = gaussian_smooth(maps, smoothing_sigma)
     if image_score == "fanogan":
         residual = jnp.mean(jnp.square(xr - x), axis=(1, 2, 3))

@@ -3,10 +3,13 @@
 Stage 1 'adversarial' (docs/METHODS.md 1.5): each jitted call runs n_critic discriminator
 updates (a `lax.scan` over n_critic batches) followed by one generator update with the last
 discriminator step's z. Stage 2 'encoder' (1.6): the encoder trains through frozen G and D.
-The state is one pytree: {'g', 'd', 'e'} variables (params, batch_stats, spectral) and
-{'opt_g', 'opt_d', 'opt_e'} optimiser states; with `config.train.g_ema_decay` > 0 also
-'g_ema', an exponential moving average of G's parameters (with G's current statistics),
-which the encoder stage, scoring and the sample grids then use instead of G.
+The state is one pytree: {'g', 'd', 'e'} variables (params, batch_stats, spectral),
+{'opt_g', 'opt_d', 'opt_e'} optimiser states and 'map_stats' (running
+statistics of the anomaly map's residual and critic terms on training images, gathered by
+the encoder stage; they scale the critic term of `config.eval.critic_weight`); with
+`config.train.g_ema_decay` > 0 also 'g_ema', an exponential moving average of G's parameters
+(with G's current statistics), which the encoder stage, scoring and the sample grids then use
+instead of G.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from anomaly_core import program, settings
@@ -49,7 +53,8 @@ def settings_rules(config) -> list[settings.Rule]:
         c("config.train.encoder_target", losses.ENCODER_TARGETS, optional=True),
         n("config.train.latent_weight", 0, optional=True),
         settings.boolean("config.train.detach_critic"), EMA_RULE,
-        n("config.eval.kappa", 0),  # config.eval.image_score: checked by tracing the score function (preflight)
+        n("config.eval.kappa", 0), n("config.eval.critic_weight", 0, optional=True),
+        # config.eval.image_score: checked by tracing the score function (preflight)
     ]
 
 
@@ -83,10 +88,59 @@ def init_state(config, rng) -> dict[str, Any]:
         "opt_g": tx["g"].init(g["params"]),
         "opt_d": tx["d"].init(d["params"]),
         "opt_e": tx["e"].init(e["params"]),
+        "map_stats": initial_map_stats(),
     }
     if _ema_decay(config) > 0:
         state["g_ema"] = g
     return state
+
+
+def initial_map_stats() -> dict[str, jax.Array]:
+    """Placeholder map statistics (both terms: mean 0, variance 1) until the encoder stage
+    gathers them."""
+    return {"residual_mean": jnp.float32(0.0), "residual_sq": jnp.float32(1.0),
+            "critic_mean": jnp.float32(0.0), "critic_sq": jnp.float32(1.0)}
+
+
+MAP_STATS_DECAY = 0.99  # of the running map statistics, per encoder update (after a warm-up)
+
+
+def batch_map_stats(config, state, x: jax.Array) -> dict[str, jax.Array]:
+    """The first and second moments, over all pixels of the batch x (B, H, W, C), of the two
+    map terms the eval-mode networks score with: the residual map (scoring.residual_map) and
+    the critic's pixel logits D_dec(x)."""
+    xr, (_, dec_x), (_, dec_xr), logits = jax.lax.stop_gradient(reconstruct(config, state, x))
+    res = scoring.residual_map(x.astype(jnp.float32), xr.astype(jnp.float32), dec_x, dec_xr, config.train.kappa)
+    logits = logits.astype(jnp.float32)
+    return {"residual_mean": jnp.mean(res), "residual_sq": jnp.mean(jnp.square(res)),
+            "critic_mean": jnp.mean(logits), "critic_sq": jnp.mean(jnp.square(logits))}
+
+
+def update_map_stats(config, state, x: jax.Array, updates: jax.Array) -> dict[str, jax.Array]:
+    """state['map_stats'] moved towards batch_map_stats of the training batch x after
+    n = `updates` encoder updates, by decay min(MAP_STATS_DECAY, (1 + n) / (10 + n))."""
+    n = jnp.asarray(updates, jnp.float32)
+    d = jnp.minimum(MAP_STATS_DECAY, (1.0 + n) / (10.0 + n))
+    return jax.tree.map(lambda old, new: d * old + (1.0 - d) * new, state["map_stats"],
+                        batch_map_stats(config, state, x))
+
+
+def fill_map_stats(config, state, train) -> dict[str, Any]:
+    """Method.fill_state: the map statistics of a state that has none. A state whose encoder
+    has not trained keeps the placeholders (the encoder stage gathers them); a trained one
+    (a checkpoint written before they were saved) gets them from the whole training split."""
+    if int(jax.device_get(state["opt_e"][0].count)) == 0:
+        return {**state, "map_stats": initial_map_stats()}
+    from anomaly_core import data as data_lib  # pylint: disable=g-import-not-at-top
+
+    moments = jax.jit(lambda s, x: batch_map_stats(config, s, x))
+    sums, count = jax.tree.map(lambda v: 0.0 * v, initial_map_stats()), 0
+    for batch in data_lib.eval_batches(config.data, train, batch_size=int(config.eval.batch_size)):
+        x = np.asarray(batch["image"])[np.asarray(batch["valid"], bool)]
+        if len(x):
+            sums = jax.tree.map(lambda t, v, n=len(x): t + n * v, sums, moments(state, jnp.asarray(x)))
+            count += len(x)
+    return {**state, "map_stats": jax.tree.map(lambda t: t / count, sums) if count else initial_map_stats()}
 
 
 def _ema_decay(config) -> float:
@@ -170,15 +224,23 @@ def adversarial_step(config, state, batches, rng):
         return (g_vars, d_vars, opt_d), (metrics, z)
 
     keys = jax.random.split(rng, n_critic)
-    # On CPU the scan is unrolled: XLA:CPU rewrites convolutions into its fast (Eigen) layout
-    # only in the top-level computation (cpu/conv_canonicalization.h: "all top-level
-    # convolutions"), so inside a while loop every gradient convolution ran on the naive
-    # emitter; measured on configs/quickstart.py 2.5x slower per step. Same math either way;
-    # other backends keep the loop (compile time independent of n_critic).
-    unroll = n_critic if jax.default_backend() == "cpu" else 1
-    (g_vars, d_vars, opt_d), (d_metrics, zs) = jax.lax.scan(
-        d_update, (state["g"], state["d"], state["opt_d"]), (images, keys), unroll=unroll
-    )
+    carry = (state["g"], state["d"], state["opt_d"])
+    if jax.default_backend() == "cpu":
+        # On CPU the n_critic updates are traced one after the other instead of as a loop:
+        # XLA:CPU rewrites convolutions into its fast (Eigen) layout only in the top-level
+        # computation (cpu/conv_canonicalization.h: "all top-level convolutions"), so inside
+        # a while loop every gradient convolution ran on the naive emitter; measured on
+        # configs/quickstart.py 2.5x slower per step. (A scan with unroll=n_critic still
+        # emits a one-trip while loop when n_critic is 1.) Same math either way; other
+        # backends keep the loop (compile time independent of n_critic).
+        outs = []
+        for i in range(n_critic):
+            carry, out = d_update(carry, (images[i], keys[i]))
+            outs.append(out)
+        d_metrics, zs = jax.tree.map(lambda *a: jnp.stack(a), *outs)
+    else:
+        carry, (d_metrics, zs) = jax.lax.scan(d_update, carry, (images, keys))
+    g_vars, d_vars, opt_d = carry
     z = zs[-1]  # the generator step reuses the last discriminator step's z (docs/METHODS.md 1.5)
     g_vars, d_vars, opt_g, g_metrics = generator_update(config, g_vars, d_vars, state["opt_g"], z)
     metrics = {k: jnp.mean(v) for k, v in d_metrics.items()} | g_metrics
@@ -234,19 +296,20 @@ def encoder_step(config, state, batch, rng):
     updates, opt_e = tx["e"].update(grads, state["opt_e"], e_params)
     new_state = dict(state)
     new_state.update(e={"params": optax.apply_updates(e_params, updates), **e_state}, opt_e=opt_e)
+    new_state["map_stats"] = update_map_stats(config, new_state, batch["image"], opt_e[0].count)
     return new_state, metrics
 
 
 def reconstruct(config, state, x):
-    """xr = G(E(x)) in eval mode, and D's targets (config.train.encoder_target) of x and xr
-    (one D pass on both)."""
+    """xr = G(E(x)) in eval mode, D's targets (config.train.encoder_target) of x and of xr,
+    and D's pixel logits of x (B, H, W, 1) (one D pass on both)."""
     G, D, E = networks(config)
     z = E.apply(state["e"], x, train=False)
     xr = G.apply(generator_variables(state), z, train=False)
     out = D.apply(state["d"], jnp.concatenate([x, xr]), train=False, return_features=True)
     enc, dec = losses.critic_targets(out, encoder_target(config))
     n = x.shape[0]
-    return xr, (enc[:n], dec[:n]), (enc[n:], dec[n:])
+    return xr, (enc[:n], dec[:n]), (enc[n:], dec[n:]), out.pixel_logits[:n]
 
 
 def score_fn(config):
@@ -254,9 +317,12 @@ def score_fn(config):
 
     def score(state, batch):
         x = batch["image"]
-        xr, fx, fxr = reconstruct(config, state, x)
+        xr, fx, fxr, logits = reconstruct(config, state, x)
+        weight = float(ev.get("critic_weight", 0.0))
+        critic = scoring.critic_map(logits, state["map_stats"], weight) if weight > 0 else None
         image_scores, maps = scoring.anomaly_scores(
-            x, xr, fx, fxr, kappa=ev.kappa, smoothing_sigma=ev.smoothing_sigma, image_score=ev.image_score
+            x, xr, fx, fxr, kappa=ev.kappa, smoothing_sigma=ev.smoothing_sigma, image_score=ev.image_score,
+            critic_map=critic,
         )
         return {"image_score": image_scores, "anomaly_map": maps, "reconstruction": xr}
 
@@ -273,7 +339,7 @@ def validation_fn(config):
 
     def validate(state, batch):
         x = batch["image"]
-        xr, fx, fxr = reconstruct(config, state, x)
+        xr, fx, fxr, _ = reconstruct(config, state, x)
         return {"e_loss": jax.vmap(one)(x, xr, fx, fxr)}
 
     return validate
@@ -333,6 +399,8 @@ METHOD = program.Method(
                        "config.train.kappa", "config.eval.kappa", "config.eval.image_score"),
     example_config="configs/quickstart.py",
     settings=settings_rules,
+    fill_state=fill_map_stats,
+    filled_keys=("map_stats",),
     describe=lambda config: describe_models(config.model),
     torch=TORCH_NETWORKS,
     settings_files=(("funetgan_jax/build.py", {"default_model_config": "model"}), ("configs/funetgan_base.py", {})),

@@ -64,3 +64,68 @@ def test_generator_moving_average():
     config.train.g_ema_decay = 1.0
     with pytest.raises(ValueError, match="config.train.g_ema_decay"):
         ft.init_state(config, jax.random.key(0))
+
+
+def _sub_jaxprs(eqn):
+    for value in eqn.params.values():
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if hasattr(v, "eqns"):
+                yield v.jaxpr if hasattr(v, "jaxpr") else v
+
+
+def _primitives(jaxpr, in_loop=False):
+    """(primitive name, inside a scan/while loop) of every equation, nested jaxprs included."""
+    for eqn in jaxpr.eqns:
+        yield eqn.primitive.name, in_loop
+        for sub in _sub_jaxprs(eqn):
+            yield from _primitives(sub, in_loop or eqn.primitive.name in ("scan", "while"))
+
+
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_cpu_adversarial_step_has_no_convolution_in_a_loop(n_critic):
+    """On CPU the n_critic critic updates are traced in sequence: inside a loop (a scan, even a
+    one-trip one) every convolution of the step ran on XLA:CPU's slow emitter."""
+    config = shrink(get_config(), image_size=32, width=2)
+    config.train.n_critic = n_critic
+    state = jax.eval_shape(lambda k: ft.init_state(config, k), jax.random.key(0))
+    x = jax.ShapeDtypeStruct((n_critic, config.train.batch_size, 32, 32, 3), jnp.float32)
+    jaxpr = jax.make_jaxpr(functools.partial(ft.adversarial_step, config))(state, {"image": x}, jax.random.key(0))
+    convs = [in_loop for name, in_loop in _primitives(jaxpr.jaxpr) if name == "conv_general_dilated"]
+    assert convs and not any(convs)
+
+
+def _tiny_state_and_batch(weight: float = 0.0):
+    config = shrink(get_config(), image_size=32, width=2)
+    config.eval.critic_weight, config.eval.smoothing_sigma = weight, 0.0
+    state = ft.init_state(config, jax.random.key(0))
+    x = jnp.asarray(_images(config.train.batch_size, 32) * 2 - 1)
+    return config, state, x
+
+
+def test_encoder_step_gathers_the_map_statistics():
+    config, state, x = _tiny_state_and_batch()
+    new, _ = jax.jit(functools.partial(ft.encoder_step, config))(state, {"image": x}, jax.random.key(1))
+    # brute force: the residual map and the critic's pixel logits of the updated networks
+    xr, (_, dec_x), (_, dec_xr), logits = ft.reconstruct(config, new, x)
+    res = np.mean(np.abs(np.asarray(xr) - np.asarray(x)), -1) + config.train.kappa * np.mean(
+        np.abs(np.asarray(dec_xr) - np.asarray(dec_x)), -1)
+    logits = np.asarray(logits, np.float64)
+    batch = {"residual_mean": res.mean(), "residual_sq": np.square(res).mean(),
+             "critic_mean": logits.mean(), "critic_sq": np.square(logits).mean()}
+    d = 2.0 / 11.0  # the warm-up decay after one update
+    initial = ft.initial_map_stats()
+    for key, value in batch.items():
+        np.testing.assert_allclose(new["map_stats"][key], d * float(initial[key]) + (1 - d) * value, rtol=2e-5)
+    assert float(batch["critic_sq"] - batch["critic_mean"] ** 2) > 0
+
+
+def test_critic_weight_adds_the_standardised_critic_map():
+    config, state, x = _tiny_state_and_batch(weight=0.0)
+    state["map_stats"] = {"residual_mean": jnp.float32(0.5), "residual_sq": jnp.float32(1.25),  # sd 1
+                          "critic_mean": jnp.float32(2.0), "critic_sq": jnp.float32(13.0)}  # sd 3
+    plain = ft.score_fn(config)(state, {"image": x})
+    config.eval.critic_weight = 2.0
+    with_critic = ft.score_fn(config)(state, {"image": x})
+    logits = np.asarray(ft.reconstruct(config, state, x)[3])[..., 0]
+    np.testing.assert_allclose(np.asarray(with_critic["anomaly_map"]) - np.asarray(plain["anomaly_map"]),
+                               2.0 * 1.0 * (2.0 - logits) / 3.0, rtol=1e-4, atol=1e-5)

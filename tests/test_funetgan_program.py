@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
+from anomaly_core import data as data_lib
 from anomaly_core import parallel, program
 from anomaly_core.checkpointing import Checkpointer
 from configs.mvtec_bottle import get_config
@@ -259,3 +261,21 @@ def test_a_config_of_another_method_is_one_clear_error():
     with pytest.raises(ValueError, match=r"config.model.kind is missing: config.method='gon'"):
         program.check_config(tiny_config(""), gt.METHOD)
     program.check_config(tiny_config(""), ft.METHOD)
+
+
+def test_map_statistics_of_a_checkpoint_without_them_come_from_the_training_split(straight_run, demo_root):
+    """fill_state (a checkpoint written before state['map_stats'] existed): the moments over
+    every training pixel, computed with the trained networks; an untrained state keeps the
+    placeholders."""
+    config = tiny_config(demo_root)
+    _, state, _ = final_state(config, straight_run[0])
+    splits = data_lib.Splits(config.data)
+    filled = ft.fill_map_stats(config, {k: v for k, v in state.items() if k != "map_stats"}, splits["train"])
+    x = np.concatenate([np.asarray(b["image"])[np.asarray(b["valid"], bool)]
+                        for b in data_lib.eval_batches(config.data, splits["train"], batch_size=5)])
+    expected = ft.batch_map_stats(config, state, jnp.asarray(x))
+    for key, value in expected.items():
+        np.testing.assert_allclose(filled["map_stats"][key], value, rtol=1e-4)
+    fresh = ft.init_state(config, jax.random.key(0))
+    untrained = ft.fill_map_stats(config, fresh, splits["train"])
+    assert jax.tree.map(float, untrained["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())

@@ -292,6 +292,36 @@ def test_encoder_loss_gradients_through_frozen_critic(detach):
         assert np.abs(np.asarray(critic_grad)).max() > 1e-3
 
 
+def test_encoder_loss_with_kappa_zero_skips_the_backward_pass_through_the_critic():
+    """kappa 0: the critic terms are still reported, but no gradient is taken through D
+    (its backward would cost as much as its forward and contribute exactly 0)."""
+    n = _LinearNets()
+
+    @jax.custom_vjp
+    def guarded(x):
+        return x
+
+    def fail(_, g):
+        raise AssertionError("a gradient was taken through the critic")
+
+    guarded.defvjp(lambda x: (x, None), fail)
+    features = lambda x: n.features(guarded(x))  # noqa: E731
+
+    def loss_fn(we, kappa):
+        return losses.encoder_loss(n.encode(we), n.generate, features, jnp.int32(0), jnp.asarray(n.x),
+                                   kappa=kappa)[0]
+
+    grad = jax.grad(loss_fn)(jnp.asarray(n.we), 0.0)
+    x, we, wg = (v.astype(np.float64) for v in (n.x.reshape(2, 4), n.we, n.wg))
+    r = x @ we @ wg - x
+    np.testing.assert_allclose(grad, x.T @ (2 * r / r.size) @ wg.T, rtol=1e-4, atol=1e-7)
+    _, (m, _) = losses.encoder_loss(n.encode(jnp.asarray(n.we)), n.generate, features, jnp.int32(0),
+                                    jnp.asarray(n.x), kappa=0.0)
+    assert float(m["l_fenc"]) > 0 and float(m["l_fdec"]) > 0
+    with pytest.raises(AssertionError, match="through the critic"):
+        jax.grad(loss_fn)(jnp.asarray(n.we), 1.0)
+
+
 # ---------------------------------------------------------------- pixel reduction
 
 

@@ -78,3 +78,25 @@ def test_bad_settings_and_shapes_are_rejected():
     low_res = (fx[0], np.zeros((2, 1, 1, 3), np.float32))
     with pytest.raises(ValueError, match="image resolution"):
         scoring.anomaly_scores(x, xr, low_res, low_res)
+
+
+def test_critic_map_by_hand():
+    # residual moments: mean 1, mean square 5 -> sd 2; critic: mean -3, mean square 13 -> sd 2
+    stats = {"residual_mean": 1.0, "residual_sq": 5.0, "critic_mean": -3.0, "critic_sq": 13.0}
+    logits = np.array([[[[-3.0], [-7.0]], [[1.0], [-5.0]]]], np.float32)  # (1, 2, 2, 1)
+    out = scoring.critic_map(logits, stats, 1.5)
+    # 1.5 * 2 * (-3 - logit) / 2
+    np.testing.assert_allclose(out, [[[0.0, 6.0], [-6.0, 3.0]]], rtol=1e-6)
+
+
+def test_critic_map_enters_the_map_before_smoothing():
+    x, xr, fx, fxr = _hand_batch()
+    extra = np.array([[[1.0, -1.0]], [[2.0, 0.0]]], np.float32)
+    scores, maps = scoring.anomaly_scores(x, xr, fx, fxr, kappa=0.5, critic_map=extra, image_score="max_map")
+    np.testing.assert_allclose(maps, [[[2.0, 1.0]], [[2.0, 0.0]]])
+    np.testing.assert_allclose(scores, [2.0, 2.0])
+    _, smoothed = scoring.anomaly_scores(x, xr, fx, fxr, kappa=0.5, critic_map=extra, smoothing_sigma=1.0)
+    np.testing.assert_allclose(smoothed, gaussian_filter(np.asarray(maps, np.float64), sigma=(0, 1, 1),
+                                                         mode="reflect"), atol=1e-5)
+    with pytest.raises(ValueError, match="critic map"):
+        scoring.anomaly_scores(x, xr, fx, fxr, critic_map=extra[:, :, :1])
