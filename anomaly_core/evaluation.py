@@ -218,6 +218,7 @@ def evaluate(
     results = metrics_lib.evaluate_anomaly_detection(
         test_scores=test.image_scores,
         test_labels=test.labels,
+        test_defects=[r.defect for r in test.records],
         test_maps=test.anomaly_maps if test.masks is not None else None,
         test_masks=test.masks,
         val_scores=None if val is None else val.image_scores,

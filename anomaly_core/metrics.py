@@ -27,7 +27,7 @@ from anomaly_core.thresholds import (
 
 __all__ = [
     "roc_curve", "roc_auc", "average_precision", "pro_curve", "aupro", "binary_metrics",
-    "f1_max", "resize_anomaly_maps", "evaluate_anomaly_detection",
+    "f1_max", "resize_anomaly_maps", "evaluate_anomaly_detection", "per_defect_metrics",
 ]
 
 # 8-connectivity, as in MVTec's evaluation script.
@@ -260,10 +260,48 @@ def _threshold_entry(value: float, rule: str, k: float, fit_scores: np.ndarray,
     return entry
 
 
+def per_defect_metrics(scores, labels, defects, maps=None, masks=None) -> dict[str, dict[str, float | int]]:
+    """Detection quality per defect type: each type's anomalous images against ALL normal images.
+
+    Args:
+      scores, labels: (N,) image scores and labels {0, 1} of the test split.
+      defects: (N,) defect-type names (the test sub-folder; ignored for normal images).
+      maps, masks: optional (N, H, W) anomaly maps and masks {0, 1}: add the map-max image AUROC
+        and the pixel AUROC over that type's images plus the normal images.
+    Returns {defect: {"images": n, "image_auroc": ..., ["image_auroc_map_max", "pixel_auroc"]}},
+    sorted by name; {} when there are no normal or no anomalous images.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    defects = np.asarray([str(d) for d in defects])
+    if defects.shape != scores.shape or labels.shape != scores.shape:
+        raise ValueError(f"per-defect metrics: {scores.size} scores, {labels.size} labels and "
+                         f"{defects.size} defect names must match")
+    normal = labels == 0
+    if not normal.any():
+        return {}
+    map_max = None if maps is None else np.asarray(maps).reshape(scores.size, -1).max(axis=1)
+    out: dict[str, dict[str, float | int]] = {}
+    for name in sorted(set(defects[labels == 1].tolist())):
+        own = (labels == 1) & (defects == name)
+        pick = own | normal
+        entry: dict[str, float | int] = {"images": int(own.sum()),
+                                         "image_auroc": roc_auc(scores[pick], labels[pick])}
+        if map_max is not None:
+            entry["image_auroc_map_max"] = roc_auc(map_max[pick], labels[pick])
+        if masks is not None and maps is not None:
+            gt = np.asarray(masks)[pick] != 0
+            if gt.any():
+                entry["pixel_auroc"] = roc_auc(np.asarray(maps)[pick], gt)
+        out[name] = entry
+    return out
+
+
 def evaluate_anomaly_detection(
     *,
     test_scores,
     test_labels,
+    test_defects=None,
     val_scores=None,
     val_labels=None,
     test_maps=None,
@@ -279,6 +317,7 @@ def evaluate_anomaly_detection(
 
     Args:
       test_scores, test_labels: (N,) image scores (the method's own) and labels {0, 1}.
+      test_defects: optional (N,) defect-type names: adds `per_defect` (`per_defect_metrics`).
       val_scores, val_labels: (M,) validation image scores and optional labels (None =
         all normal). None skips every threshold-based number (never fitted on test).
       test_maps, test_masks: (N, H, W) anomaly maps and masks {0, 1}. Maps without masks
@@ -291,7 +330,7 @@ def evaluate_anomaly_detection(
 
     Returns a JSON-ready dict: `scalars` (name -> number), `split` (name -> the split the
     number comes from), `thresholds` ('image' / 'pixel' entries only when fitted),
-    `counts`, `protocol`, and `skipped` (name -> reason).
+    `counts`, `protocol`, `skipped` (name -> reason) and, with test_defects, `per_defect`.
     Raises ValueError when the test labels (or pooled test masks) hold a single class.
     """
     if mask_resolution not in ("model", "native"):
@@ -380,7 +419,7 @@ def evaluate_anomaly_detection(
         for name in ("tn", "fp", "fn", "tp", "precision", "recall", "f1", "dice", "iou"):
             put(f"pixel_{name}", at[name], "test (threshold fitted on validation)")
 
-    return {
+    result: dict[str, Any] = {
         "scalars": scalars,
         "split": split,
         "thresholds": fitted,
@@ -398,6 +437,9 @@ def evaluate_anomaly_detection(
         },
         "skipped": skipped,
     }
+    if test_defects is not None:
+        result["per_defect"] = per_defect_metrics(scores, labels, test_defects, maps, gt)
+    return result
 
 
 def _validation_pixels(v_maps: np.ndarray, val_masks, val_labels) -> tuple[np.ndarray, np.ndarray]:

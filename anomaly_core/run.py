@@ -34,6 +34,10 @@ def _print_summary(results: dict) -> None:
     if base:
         flat = {k: round(base[k], 4) for k in keys if isinstance(base.get(k), (int, float))}
         print("no-learning baseline, |x - mean training image| (same split): " + json.dumps(flat))
+    per_defect = results.get("per_defect")
+    if per_defect:
+        print("image AUROC per defect type (its images against all normal ones): " + ", ".join(
+            f"{name} {entry['image_auroc']:.3f} ({entry['images']})" for name, entry in per_defect.items()))
 
 
 class _QuietLibraries(logging.Filter):

@@ -2,6 +2,7 @@
 
   python -m benchmarks.funetgan_recipes                                   # every recipe, ~5 min each
   python -m benchmarks.funetgan_recipes --recipes=quickstart,lr_2e-4
+  python -m benchmarks.funetgan_recipes --recipes=quickstart --seeds=0,1,2   # seed spread
 
 Each recipe is configs/quickstart.py with a few overrides (RECIPES). It trains with the
 project's own step functions (funetgan_jax.train.adversarial_step / encoder_step) in a minimal
@@ -124,14 +125,14 @@ def run_recipe(name: str, overrides: dict, out: str, seed: int = 0) -> dict:
     config.eval.smoothing_sigma = 0.0  # _aurocs smooths
     shipped = _aurocs(np.asarray(jax.jit(ft.score_fn(config))(state, {"image": jnp.asarray(test)})["anomaly_map"]),
                       labels, masks)
-    return {"recipe": name, "overrides": json.dumps(overrides), "adversarial_s": round(times["adversarial"], 3),
+    return {"recipe": name, "seed": seed, "overrides": json.dumps(overrides), "adversarial_s": round(times["adversarial"], 3),
             "encoder_s": round(times["encoder"], 3), "sample_spread": round(float(samples.std(0).mean()), 3),
             "residual_image": residual[0], "residual_pixel": residual[1], "critic_image": critic[0],
             "critic_pixel": critic[1], "shipped_image": shipped[0], "shipped_pixel": shipped[1],
             "baseline_image": base[0], "baseline_pixel": base[1]}
 
 
-COLUMNS = (("recipe", "recipe"), ("overrides", "overrides of configs/quickstart.py"),
+COLUMNS = (("recipe", "recipe"), ("seed", "seed"), ("overrides", "overrides of configs/quickstart.py"),
            ("adversarial_s", "s / adversarial update"), ("encoder_s", "s / encoder update"),
            ("sample_spread", "spread of G's samples"), ("residual_image", "residual: image AUROC"),
            ("residual_pixel", "residual: pixel AUROC"), ("critic_image", "critic: image AUROC"),
@@ -143,17 +144,24 @@ COLUMNS = (("recipe", "recipe"), ("overrides", "overrides of configs/quickstart.
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {sorted(RECIPES)}")
+    p.add_argument("--seeds", default="0", help="comma list of integer seeds (initialisation, data order)")
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "funetgan_recipes"))
     args = p.parse_args(argv)
     names = args.recipes.split(",")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds: {args.seeds!r} is not a comma list of integers") from None
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise SystemExit(f"--recipes: unknown {unknown}; known: {sorted(RECIPES)}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     rows = []
     for name in names:
-        rows.append(run_recipe(name, RECIPES[name], args.out))
-        print(json.dumps(rows[-1]), flush=True)
+        for seed in seeds:
+            out = args.out if seed == 0 else f"{args.out}_seed{seed}"  # picture names
+            rows.append(run_recipe(name, RECIPES[name], out, seed))
+            print(json.dumps(rows[-1]), flush=True)
     print(write_results(args.out, title="f-UNetGAN training recipes on the demo (minimal loop, final networks)",
                         command=command_line(), meta=machine_info(), rows=rows, columns=COLUMNS))
 

@@ -15,7 +15,7 @@ bricks within 300 updates); the encoder trains on the image residual alone plus 
 latent-regression term (kappa 0, latent_weight 1, lr 1e-3): with a critic without instance
 norm the discriminator-feature terms are tens of times larger than the image term and drove
 every input to one latent; the anomaly map is the image residual (eval.kappa 0) plus the
-critic's per-pixel verdict (eval.critic_weight 1), the image score its mean.
+critic's per-pixel verdict (eval.critic_weight 1), the image score its maximum.
 """
 from configs.funetgan_base import base_config
 

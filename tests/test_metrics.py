@@ -279,3 +279,29 @@ def test_evaluate_rules_and_skips():
     with pytest.raises(ValueError, match="labelled normal have non-empty masks"):
         metrics.evaluate_anomaly_detection(test_scores=scores, test_labels=labels,
                                            test_maps=maps, test_masks=bad_masks)
+
+
+def test_per_defect_metrics_against_sklearn():
+    labels, masks, maps, scores, val_scores, val_maps = _toy_evaluation_data(2)
+    defects = np.array(["good" if l == 0 else ("scratch" if i % 2 else "hole") for i, l in enumerate(labels)])
+    defects[4], masks[4] = "stain", 0  # a type whose only mask vanished: no pixel AUROC
+    res = metrics.evaluate_anomaly_detection(test_scores=scores, test_labels=labels, test_defects=defects,
+                                             test_maps=maps, test_masks=masks)
+    per = res["per_defect"]
+    assert list(per) == sorted(set(defects[labels == 1]))
+    for name, entry in per.items():
+        pick = (labels == 0) | (defects == name)
+        assert entry["images"] == int(((labels == 1) & (defects == name)).sum())
+        assert entry["image_auroc"] == pytest.approx(skm.roc_auc_score(labels[pick], scores[pick]))
+        assert entry["image_auroc_map_max"] == pytest.approx(
+            skm.roc_auc_score(labels[pick], maps[pick].max(axis=(1, 2))))
+        if name == "stain":
+            assert "pixel_auroc" not in entry
+        else:
+            assert entry["pixel_auroc"] == pytest.approx(skm.roc_auc_score(masks[pick].ravel(), maps[pick].ravel()))
+    # Without maps only the image AUROC; without defect names no entry at all.
+    bare = metrics.per_defect_metrics(scores, labels, defects)
+    assert {k: set(v) for k, v in bare.items()} == {k: {"images", "image_auroc"} for k in per}
+    assert "per_defect" not in metrics.evaluate_anomaly_detection(test_scores=scores, test_labels=labels)
+    with pytest.raises(ValueError, match="defect names must match"):
+        metrics.per_defect_metrics(scores, labels, defects[:-1])
