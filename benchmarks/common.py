@@ -341,3 +341,18 @@ def write_results(out: str, *, title: str, command: str, meta: Mapping[str, Any]
 def command_line() -> str:
     return "python -m " + (sys.modules["__main__"].__spec__.name if getattr(sys.modules["__main__"], "__spec__", None)
                            else sys.argv[0]) + " " + shlex.join(sys.argv[1:])
+
+
+def split_arrays(data_config, split) -> tuple[Any, Any, Any]:
+    """A data split as arrays: images (N, S, S, C), masks (N, S, S) bool, labels (N,)."""
+    import numpy as np
+
+    from anomaly_core import data as data_lib
+
+    xs, ms, ls = [], [], []
+    for b in data_lib.eval_batches(data_config, split, batch_size=32):
+        v = np.asarray(b["valid"], bool)
+        xs.append(np.asarray(b["image"])[v])
+        ms.append(np.asarray(b["mask"])[v])
+        ls.append(np.asarray(b["label"])[v])
+    return np.concatenate(xs), np.concatenate(ms) > 0.5, np.concatenate(ls)

@@ -37,7 +37,7 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from anomaly_core import data as data_lib
-from benchmarks.common import command_line, machine_info, write_results
+from benchmarks.common import command_line, machine_info, split_arrays, write_results
 from configs import quickstart
 from funetgan_jax import train as ft
 
@@ -49,16 +49,6 @@ RECIPES = {
     "z_32": {"model.z_dim": 32},  # the quickstart's latent size before
 }
 SIGMA = 1.0
-
-
-def _split_arrays(config, split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    xs, ms, ls = [], [], []
-    for b in data_lib.eval_batches(config.data, split, batch_size=32):
-        v = np.asarray(b["valid"], bool)
-        xs.append(np.asarray(b["image"])[v])
-        ms.append(np.asarray(b["mask"])[v])
-        ls.append(np.asarray(b["label"])[v])
-    return np.concatenate(xs), np.concatenate(ms) > 0.5, np.concatenate(ls)
 
 
 def _grid(images: np.ndarray, rows: int) -> Image.Image:
@@ -83,8 +73,8 @@ def run_recipe(name: str, overrides: dict, out: str, seed: int = 0) -> dict:
         node[last] = value
     t = config.train
     splits = data_lib.Splits(config.data)
-    train, _, _ = _split_arrays(config, splits["train"])
-    test, masks, labels = _split_arrays(config, splits["test"])
+    train, _, _ = split_arrays(config.data, splits["train"])
+    test, masks, labels = split_arrays(config.data, splits["test"])
     rng = np.random.default_rng(seed)
 
     def batch(n: int) -> np.ndarray:

@@ -33,20 +33,10 @@ from sklearn.metrics import roc_auc_score
 
 from anomaly_core import api
 from anomaly_core import data as data_lib
-from benchmarks.common import command_line, write_results
+from benchmarks.common import command_line, split_arrays, write_results
 from funetgan_jax import train as ft
 
 REFINEMENTS = ((50, 0.05), (200, 0.05))  # (Adam steps, learning rate)
-
-
-def _images(config, split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    xs, ms, ls = [], [], []
-    for b in data_lib.eval_batches(config.data, split, batch_size=32):
-        v = np.asarray(b["valid"], bool)
-        xs.append(np.asarray(b["image"])[v])
-        ms.append(np.asarray(b["mask"])[v])
-        ls.append(np.asarray(b["label"])[v])
-    return np.concatenate(xs), np.concatenate(ms) > 0.5, np.concatenate(ls)
 
 
 def _gaussian_distance(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -68,8 +58,8 @@ def main() -> None:
     G, D, E = ft.networks(config)
     g = ft.generator_variables(state)
     splits = data_lib.Splits(config.data)
-    x, masks, labels = _images(config, splits["test"])
-    train, _, _ = _images(config, splits["train"])
+    x, masks, labels = split_arrays(config.data, splits["test"])
+    train, _, _ = split_arrays(config.data, splits["train"])
     sigma = float(config.eval.smoothing_sigma)
 
     generate = jax.jit(lambda z: G.apply(g, z, train=False))
