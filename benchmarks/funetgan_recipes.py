@@ -47,6 +47,9 @@ RECIPES = {
     "lr_2e-4": {"train.lr_g": 2e-4, "train.lr_d": 2e-4},  # the quickstart's learning rate before
     "lr_2e-4_betas_0.5": {"train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.betas": (0.5, 0.999)},
     "z_32": {"model.z_dim": 32},  # the quickstart's latent size before
+    # U-Net GAN's CutMix: the critic's pixel head learns to find fake rectangles in real images.
+    "cutmix": {"train.consistency": "cutmix"},
+    "g_ema_0.99": {"train.g_ema_decay": 0.99},  # G's moving average draws and reconstructs
 }
 SIGMA = 1.0
 

@@ -97,8 +97,12 @@ def main(argv=None) -> int:
         cache_files = len(os.listdir(cache)) if os.path.isdir(cache) else 0
         rows.append({**run_budget(args.root, budget, extra), "compile_cache_entries_before": cache_files})
         print(json.dumps(rows[-1]), flush=True)
-    write_report(rows, {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"},
-                 args.out, args.budgets)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "code commit": commit or "unknown (not a git checkout)", "evaluated": "each run's selected checkpoint"}
+    if extra:
+        meta["extra settings"] = " ".join(extra)
+    write_report(rows, meta, args.out, args.budgets + (" " + " ".join(extra) if extra else ""))
     return 0
 
 
