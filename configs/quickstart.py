@@ -15,8 +15,9 @@ the critic, n_critic 2 (a step fits the CPU budget), Adam 1e-3 and z_dim 64 (G l
 bricks within 300 updates); the encoder trains on the image residual alone plus the
 latent-regression term (kappa 0, latent_weight 1, lr 1e-3): with a critic without instance
 norm the discriminator-feature terms are tens of times larger than the image term and drove
-every input to one latent; the anomaly map is the image residual (eval.kappa 0) plus the
-critic's per-pixel verdict (eval.critic_weight 1), the image score its maximum.
+every input to one latent; the anomaly map is the image residual (eval.kappa 0) of a
+reconstruction whose latent E(x) is refined by 200 Adam steps at test time, the image score
+the map's mean.
 """
 from configs.funetgan_base import base_config
 
@@ -49,11 +50,15 @@ def get_config(preset: str = ""):
     config.train.checkpoint_every = 150
     config.train.image_every = 100
     config.eval.kappa = 0.0
-    # The anomaly map adds the U-Net critic's per-pixel verdict to the residual, with equal say
-    # (standardised on training images), and the image score is the map's maximum: the critic
-    # localises pasted textures, holes and scratches the residual misses (TRAINING.md 8).
-    config.eval.critic_weight = 1.0
-    config.eval.image_score = "max_map"
+    # Scoring: z = E(x) refined by 200 Adam steps on ||G(z) - x||^2 before the residual is
+    # taken, and the image score is the mean of the map. Measured on three seeds of this
+    # config (TRAINING.md 8): image AUROC 0.85-0.91 and pixel AUROC 0.89-0.91, where the
+    # critic's per-pixel verdict (eval.critic_weight) ranged from a good detector to a useless
+    # one, and the refinement costs about 1 s per image on 2 CPU cores.
+    config.eval.refine_steps = 200
+    config.eval.refine_lr = 0.05
+    config.eval.critic_weight = 0.0
+    config.eval.image_score = "mean_map"
     config.eval.smoothing_sigma = 1.0
     config.eval.max_panels = 16
     if preset == "long":

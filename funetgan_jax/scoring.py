@@ -6,16 +6,19 @@ neither localises nor separates images. We use the per-pixel, per-image feature 
 (the pixel features are at image resolution), averaged over channels.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from anomaly_core.torch_layers import check_choice
 from funetgan_jax.losses import features_of
 
 Array = jax.Array
 
-IMAGE_SCORES = ("fanogan", "max_map")
+IMAGE_SCORES = ("fanogan", "max_map", "mean_map")
 GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default
 
 
@@ -89,6 +92,33 @@ def critic_map(pixel_logits: Array, stats: dict[str, Array], weight: float) -> A
     return weight * sd_res * (stats["critic_mean"] - pixel_logits[..., 0].astype(jnp.float32)) / sd_c
 
 
+def refine_latent(generate: Callable[[Array], Array], x: Array, z: Array, steps: int, lr: float) -> Array:
+    """AnoGAN's latent search started from the encoder: `steps` Adam updates (learning rate
+    `lr`) of z on sum ||G(z) - x||^2. x: (B, H, W, C); z: (B, z_dim) -> refined z (B, z_dim).
+
+    Adam normalises each coordinate on its own and the loss is a sum over images, so every
+    image's latent moves as if refined alone: the result does not depend on the batch.
+    steps and lr are static (a `lax.scan` of `steps` updates).
+    """
+    if steps < 0 or lr <= 0:
+        raise ValueError(f"refine_steps must be >= 0 and refine_lr > 0, got {steps} and {lr}")
+    if steps == 0:
+        return z
+    tx = optax.adam(lr)
+    target = x.astype(jnp.float32)
+
+    def loss(v: Array) -> Array:
+        return jnp.sum(jnp.square(generate(v).astype(jnp.float32) - target))
+
+    def update(carry, _):
+        v, opt = carry
+        updates, opt = tx.update(jax.grad(loss)(v), opt)
+        return (optax.apply_updates(v, updates), opt), None
+
+    z = jax.lax.stop_gradient(z).astype(jnp.float32)
+    return jax.lax.scan(update, (z, tx.init(z)), None, length=steps)[0][0]
+
+
 def anomaly_scores(
     x: Array,
     xr: Array,
@@ -108,7 +138,7 @@ def anomaly_scores(
         when given, see `critic_map`), then Gaussian smoothing with `smoothing_sigma` pixels
         (0 = off);
       image_score 'fanogan': mean_{H,W,C} (xr - x)^2 + kappa * mean_F (f_enc(xr) - f_enc(x))^2;
-        'max_map': max over pixels of the (smoothed) map.
+        'max_map': max over pixels of the (smoothed) map; 'mean_map': its mean.
     smoothing_sigma and image_score are static settings (jit with them closed over).
     """
     check_choice(image_score, IMAGE_SCORES, "image_score")
@@ -133,6 +163,8 @@ def anomaly_scores(
     if image_score == "fanogan":
         residual = jnp.mean(jnp.square(xr - x), axis=(1, 2, 3))
         scores = residual + kappa * jnp.mean(jnp.square(enc_xr - enc_x), axis=tuple(range(1, enc_x.ndim)))
-    else:
+    elif image_score == "max_map":
         scores = jnp.max(maps, axis=(1, 2))
+    else:
+        scores = jnp.mean(maps, axis=(1, 2))
     return scores, maps

@@ -54,6 +54,7 @@ def settings_rules(config) -> list[settings.Rule]:
         n("config.train.latent_weight", 0, optional=True),
         settings.boolean("config.train.detach_critic"), EMA_RULE,
         n("config.eval.kappa", 0), n("config.eval.critic_weight", 0, optional=True),
+        i("config.eval.refine_steps", 0, optional=True), n("config.eval.refine_lr", 0, low_open=True, optional=True),
         # config.eval.image_score: checked by tracing the score function (preflight)
     ]
 
@@ -300,12 +301,14 @@ def encoder_step(config, state, batch, rng):
     return new_state, metrics
 
 
-def reconstruct(config, state, x):
+def reconstruct(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05):
     """xr = G(E(x)) in eval mode, D's targets (config.train.encoder_target) of x and of xr,
-    and D's pixel logits of x (B, H, W, 1) (one D pass on both)."""
+    and D's pixel logits of x (B, H, W, 1) (one D pass on both). refine_steps > 0: z = E(x)
+    is first refined by that many Adam steps on ||G(z) - x||^2 (scoring.refine_latent)."""
     G, D, E = networks(config)
-    z = E.apply(state["e"], x, train=False)
-    xr = G.apply(generator_variables(state), z, train=False)
+    generate = lambda z: G.apply(generator_variables(state), z, train=False)  # noqa: E731
+    z = scoring.refine_latent(generate, x, E.apply(state["e"], x, train=False), refine_steps, refine_lr)
+    xr = generate(z)
     out = D.apply(state["d"], jnp.concatenate([x, xr]), train=False, return_features=True)
     enc, dec = losses.critic_targets(out, encoder_target(config))
     n = x.shape[0]
@@ -317,7 +320,8 @@ def score_fn(config):
 
     def score(state, batch):
         x = batch["image"]
-        xr, fx, fxr, logits = reconstruct(config, state, x)
+        xr, fx, fxr, logits = reconstruct(config, state, x, int(ev.get("refine_steps", 0)),
+                                          float(ev.get("refine_lr", 0.05)))
         weight = float(ev.get("critic_weight", 0.0))
         critic = scoring.critic_map(logits, state["map_stats"], weight) if weight > 0 else None
         image_scores, maps = scoring.anomaly_scores(

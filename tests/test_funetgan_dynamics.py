@@ -10,6 +10,7 @@ import pytest
 
 from configs.funetgan_base import shrink
 from configs.quickstart import get_config
+from funetgan_jax import scoring
 from funetgan_jax import train as ft
 
 
@@ -129,3 +130,21 @@ def test_critic_weight_adds_the_standardised_critic_map():
     logits = np.asarray(ft.reconstruct(config, state, x)[3])[..., 0]
     np.testing.assert_allclose(np.asarray(with_critic["anomaly_map"]) - np.asarray(plain["anomaly_map"]),
                                2.0 * 1.0 * (2.0 - logits) / 3.0, rtol=1e-4, atol=1e-5)
+
+
+def test_refine_steps_score_the_refined_reconstruction():
+    config, state, x = _tiny_state_and_batch()
+    config.eval.image_score, config.eval.refine_steps = "mean_map", 0
+    plain = ft.score_fn(config)(state, {"image": x})
+    config.eval.refine_steps, config.eval.refine_lr = 5, 0.1
+    refined = ft.score_fn(config)(state, {"image": x})
+    G, _, E = ft.networks(config)
+    generate = lambda z: G.apply(ft.generator_variables(state), z, train=False)  # noqa: E731
+    z = scoring.refine_latent(generate, x, E.apply(state["e"], x, train=False), 5, 0.1)
+    np.testing.assert_allclose(refined["reconstruction"], generate(z), rtol=1e-5, atol=1e-6)
+    assert config.eval.kappa == 0 and config.eval.critic_weight == 0  # the map is the residual alone
+    np.testing.assert_allclose(refined["anomaly_map"], np.abs(np.asarray(generate(z)) - np.asarray(x)).mean(-1),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(refined["image_score"], np.asarray(refined["anomaly_map"]).mean((1, 2)), rtol=1e-5)
+    err = lambda out: float(np.mean(np.square(np.asarray(out["reconstruction"]) - np.asarray(x))))  # noqa: E731
+    assert err(refined) < err(plain)

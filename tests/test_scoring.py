@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
@@ -35,6 +36,8 @@ def test_maps_and_scores_by_hand():
     np.testing.assert_allclose(scores, [1.25 + 0.5 * 2.5, 0.0])
     max_scores, _ = scoring.anomaly_scores(x, xr, fx, fxr, kappa=0.5, image_score="max_map")
     np.testing.assert_allclose(max_scores, [2.0, 0.0])
+    mean_scores, _ = scoring.anomaly_scores(x, xr, fx, fxr, kappa=0.5, image_score="mean_map")
+    np.testing.assert_allclose(mean_scores, [1.5, 0.0])
 
 
 @pytest.mark.parametrize("sigma", [0.1, 0.7, 1.1, 2.0, 4.0])
@@ -72,7 +75,7 @@ def test_smoothed_max_map_score():
 def test_bad_settings_and_shapes_are_rejected():
     x, xr, fx, fxr = _hand_batch()
     with pytest.raises(ValueError, match="image_score"):
-        scoring.anomaly_scores(x, xr, fx, fxr, image_score="mean_map")
+        scoring.anomaly_scores(x, xr, fx, fxr, image_score="median_map")
     with pytest.raises(ValueError, match="smoothing_sigma"):
         scoring.anomaly_scores(x, xr, fx, fxr, smoothing_sigma=-1.0)
     low_res = (fx[0], np.zeros((2, 1, 1, 3), np.float32))
@@ -100,3 +103,30 @@ def test_critic_map_enters_the_map_before_smoothing():
                                                          mode="reflect"), atol=1e-5)
     with pytest.raises(ValueError, match="critic map"):
         scoring.anomaly_scores(x, xr, fx, fxr, critic_map=extra[:, :, :1])
+
+
+def _linear_generator():
+    w = np.random.default_rng(2).normal(size=(3, 2 * 2 * 1)).astype(np.float32)
+    return w, lambda z: jnp.tanh(z @ w).reshape(-1, 2, 2, 1)
+
+
+def test_refine_latent_is_adam_on_the_squared_error_per_image():
+    w, generate = _linear_generator()
+    rng = np.random.default_rng(3)
+    x = np.tanh(rng.normal(size=(4, 3)).astype(np.float32) @ w).reshape(4, 2, 2, 1)
+    z0 = rng.normal(size=(4, 3)).astype(np.float32)
+    refined = jax.jit(functools.partial(scoring.refine_latent, generate, steps=30, lr=0.1))(x, z0)
+    # brute force, one image at a time: Adam (torch/optax defaults) written out
+    for i in range(4):
+        z, m, v = z0[i].astype(np.float64), 0.0, 0.0
+        for t in range(1, 31):
+            g = np.asarray(jax.grad(lambda q: jnp.sum(jnp.square(generate(q[None]) - x[i])))(jnp.asarray(z, jnp.float32)))
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+            z = z - 0.1 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        np.testing.assert_allclose(refined[i], z, rtol=1e-3, atol=1e-4)
+    before = np.sum(np.square(np.asarray(generate(z0)) - x))
+    after = np.sum(np.square(np.asarray(generate(refined)) - x))
+    assert after < 0.5 * before
+    np.testing.assert_array_equal(scoring.refine_latent(generate, x, z0, 0, 0.1), z0)
+    with pytest.raises(ValueError, match="refine_steps"):
+        scoring.refine_latent(generate, x, z0, -1, 0.1)
