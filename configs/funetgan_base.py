@@ -81,7 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
         # AnoGAN's latent search at test time, started from E(x) (not in the original): this
         # many Adam steps (0 = off, the original's G(E(x))) of rate refine_lr on ||G(z) - x||^2.
         refine_steps=0,
-        refine_lr=0.05,
+        refine_lr=0.05,  # Adam learning rate of that latent search
         smoothing_sigma=4.0,  # Gaussian smoothing of the anomaly map in pixels (0 = off)
         image_score="fanogan",  # 'fanogan' (docs/METHODS.md 1.7) | 'max_map' | 'mean_map'
     )
