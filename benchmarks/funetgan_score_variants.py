@@ -23,6 +23,7 @@ Writes <out>.json and <out>.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
@@ -30,13 +31,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from anomaly_core import api
 from anomaly_core import data as data_lib
 from benchmarks.common import command_line, split_arrays, write_results
+from funetgan_jax import scoring
 from funetgan_jax import train as ft
 
 REFINEMENTS = ((50, 0.05), (200, 0.05))  # (Adam steps, learning rate)
@@ -70,15 +71,7 @@ def main() -> None:
     critic = jax.jit(lambda x: D.apply(state["d"], x, train=False, return_features=True))
 
     def refine(z, steps, lr):
-        tx = optax.adam(lr)
-        loss = lambda z: jnp.sum(jnp.square(G.apply(g, z, train=False) - x))  # noqa: E731
-
-        def step(carry, _):
-            z, opt = carry
-            updates, opt = tx.update(jax.grad(loss)(z), opt)
-            return (optax.apply_updates(z, updates), opt), None
-
-        return jax.jit(lambda z: jax.lax.scan(step, (z, tx.init(z)), None, length=steps)[0][0])(z)
+        return jax.jit(functools.partial(scoring.refine_latent, generate, steps=steps, lr=lr))(x, z)
 
     z = encode(x)
     xr = np.asarray(generate(z))
@@ -92,18 +85,14 @@ def main() -> None:
             np.abs(x - refined).mean(-1))
     maps["critic pixel output -D_dec(x)"] = -np.asarray(out_x[1])[..., 0]
     maps["critic pixel output change D_dec(G(E(x))) - D_dec(x)"] = np.asarray(out_r[1] - out_x[1])[..., 0]
-    # The critic's verdict as the shipped map uses it, and two-sided: a pixel whose logit is far
-    # from the training pixels' mean in EITHER direction (a short GAN run's critic can rank
-    # defects as more real than normal texture; see docs/TRAINING.md section 8).
-    st = {k: float(v) for k, v in state["map_stats"].items()}
-    sd_res = np.sqrt(max(st["residual_sq"] - st["residual_mean"] ** 2, 0.0) + 1e-8)
-    sd_c = np.sqrt(max(st["critic_sq"] - st["critic_mean"] ** 2, 0.0) + 1e-8)
-    deviation = (np.asarray(out_x[1])[..., 0] - st["critic_mean"]) / sd_c
-    maps["critic two-sided abs(D_dec(x) - training mean) / sd"] = np.abs(deviation)
-    maps["residual + critic term (the map of eval.critic_weight 1, kappa 0)"] = residual - sd_res * deviation
-    maps["residual + two-sided critic term"] = residual + sd_res * np.abs(deviation)
-    maps[f"residual after {steps} Adam steps on z + critic term"] = (
-        np.abs(x - refined).mean(-1) - sd_res * deviation)
+    # The critic term as config.eval.critic_weight 1 adds it, and two-sided: a pixel whose
+    # logit is far from the training pixels' mean in EITHER direction (a short GAN run's
+    # critic can rank defects as more real than normal texture; docs/TRAINING.md section 9).
+    term = np.asarray(scoring.critic_map(out_x[1], state["map_stats"], 1.0))
+    maps["critic two-sided abs(D_dec(x) - training mean) / sd"] = np.abs(term)
+    maps["residual + critic term (the map of eval.critic_weight 1, kappa 0)"] = residual + term
+    maps["residual + two-sided critic term"] = residual + np.abs(term)
+    maps[f"residual after {steps} Adam steps on z + critic term"] = np.abs(x - refined).mean(-1) + term
     maps["Gaussian over the critic's pixel features"] = _gaussian_distance(np.asarray(out_t[3]), np.asarray(out_x[3]))
     maps["no learning: abs(x - mean training image)"] = np.abs(x - train.mean(0)).mean(-1)
     maps["no learning: Gaussian over training pixel colours"] = _gaussian_distance(train, x)

@@ -52,7 +52,7 @@ def get_config(preset: str = ""):
     config.eval.kappa = 0.0
     # Scoring: z = E(x) refined by 200 Adam steps on ||G(z) - x||^2 before the residual is
     # taken, and the image score is the mean of the map. Measured on three seeds of this
-    # config (TRAINING.md 8): image AUROC 0.85-0.91 and pixel AUROC 0.89-0.91, where the
+    # config (TRAINING.md 9): image AUROC 0.84-0.91 and pixel AUROC 0.89-0.91, where the
     # critic's per-pixel verdict (eval.critic_weight) ranged from a good detector to a useless
     # one, and the refinement costs about 1 s per image on 2 CPU cores.
     config.eval.refine_steps = 200
