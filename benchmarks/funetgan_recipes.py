@@ -16,9 +16,11 @@ Per recipe: seconds per adversarial and encoder update, the spread of G's sample
 fixed latents (the mean over pixels of their standard deviation; near 0 = every latent draws
 the same image), and on the demo's test split (maps smoothed with sigma 1) the image AUROC
 (max of the map) and pixel AUROC of the residual map |x - G(E(x))|, of the critic's pixel
-output -D_dec(x), and of the quickstart's map (the residual plus the standardised critic
-term, config.eval.critic_weight 1; its statistics gathered by the encoder updates), beside
-the no-learning baseline |x - mean training image|. Sample
+output -D_dec(x), and of the quickstart's map (config.eval as configs/quickstart.py sets it:
+now the residual of the latent refined by 200 Adam steps; the results recorded in
+benchmarks/results/funetgan_recipes*.md were measured when it was the residual plus the
+standardised critic term, config.eval.critic_weight 1), beside the no-learning baseline
+|x - mean training image|. Sample
 and reconstruction grids go to <out>_<recipe>_samples.png / _reconstructions.png.
 """
 from __future__ import annotations
