@@ -69,6 +69,10 @@ class Method:
     # them from the training data when restored, with a warning.
     fill_state: Callable[[Any, State, Any], State] = lambda c, s, train: s
     filled_keys: tuple[str, ...] = ()
+    # refill(config, state) -> bool: a restored state holds `filled_keys` but not what this
+    # config scores with (f-UNetGAN: map statistics its training did not gather); fill_state
+    # then computes them from the training data for this evaluation (the checkpoint is unchanged).
+    refill: Callable[[Any, State], bool] = lambda c, s: False
     # (file, {function: config section}) of the files that define the method's settings, the
     # defaults first: their comments are the settings' meanings in --mode=config (config_docs).
     settings_files: tuple[tuple[str, Mapping[str, str]], ...] = ()
@@ -478,6 +482,12 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
         train = (splits or data_lib.Splits(config.data))["train"]
         state = jax.device_put(method.fill_state(config, {**state, **placeholders}, train),
                                parallel.replicated(mesh))
+    elif method.refill(config, state):
+        log.info("checkpoint step %d holds %s without what this config scores with (its training did not "
+                 "need it): taking it from the training data (config.data) for this evaluation",
+                 step, ", ".join(method.filled_keys))
+        train = (splits or data_lib.Splits(config.data))["train"]
+        state = jax.device_put(method.fill_state(config, state, train), parallel.replicated(mesh))
     total = sum(s.num_steps for s in method.stages(config))
     log.info("using checkpoint step %d of %d (%s)", step, total, how)
     return state, step, how

@@ -338,6 +338,19 @@ def write_results(out: str, *, title: str, command: str, meta: Mapping[str, Any]
     return md
 
 
+def load_config(spec: str) -> Any:
+    """`get_config(preset)` of an ml_collections config given as 'file.py' or 'file.py:preset'."""
+    import importlib.util
+
+    path, _, preset = spec.partition(":")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--config: no such file {path!r}")
+    module_spec = importlib.util.spec_from_file_location("bench_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(preset) if preset else module.get_config()
+
+
 def command_line() -> str:
     return "python -m " + (sys.modules["__main__"].__spec__.name if getattr(sys.modules["__main__"], "__spec__", None)
                            else sys.argv[0]) + " " + shlex.join(sys.argv[1:])

@@ -15,7 +15,6 @@ before/after figures in docs/BENCHMARKS.md were taken.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -28,17 +27,7 @@ import numpy as np
 
 from anomaly_core.program import init_key
 from benchmarks import common
-
-
-def load_config(spec: str) -> Any:
-    """`get_config(preset)` of an ml_collections config given as 'file.py' or 'file.py:preset'."""
-    path, _, preset = spec.partition(":")
-    if not os.path.isfile(path):
-        raise SystemExit(f"--config: no such file {path!r}")
-    module_spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(preset) if preset else module.get_config()
+from benchmarks.common import load_config
 
 
 def stage_specs(config: Any, rng: np.random.Generator) -> tuple[Any, list[tuple[str, Any, dict, int]]]:

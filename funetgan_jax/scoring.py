@@ -122,8 +122,8 @@ def refine_latent(generate: Callable[[Array], Array], x: Array, z: Array, steps:
 def anomaly_scores(
     x: Array,
     xr: Array,
-    feats_x: object,
-    feats_xr: object,
+    feats_x: object | None,
+    feats_xr: object | None,
     *,
     kappa: float = 1.0,
     smoothing_sigma: float = 0.0,
@@ -133,7 +133,8 @@ def anomaly_scores(
     """Image scores (B,) and anomaly maps (B, H, W), larger = more anomalous.
 
     x, xr = G(E(x)): (B, H, W, C); feats_*: (global_features (B, F), pixel_features
-    (B, H, W, c)) or DiscriminatorOutputs carrying them.
+    (B, H, W, c)) or DiscriminatorOutputs carrying them; both None when kappa is 0 (the
+    critic's features then weigh nothing and need not be computed).
       map A = mean_c |xr - x| + kappa * mean_c |f_dec(xr) - f_dec(x)| (+ critic_map (B, H, W)
         when given, see `critic_map`), then Gaussian smoothing with `smoothing_sigma` pixels
         (0 = off);
@@ -144,17 +145,23 @@ def anomaly_scores(
     check_choice(image_score, IMAGE_SCORES, "image_score")
     if x.ndim != 4 or x.shape != xr.shape:
         raise ValueError(f"x and xr must be NHWC batches of one shape, got {x.shape} and {xr.shape}")
-    enc_x, dec_x = features_of(feats_x)
-    enc_xr, dec_xr = features_of(feats_xr)
-    if dec_x.shape != dec_xr.shape or dec_x.shape[:3] != x.shape[:3]:
-        raise ValueError(
-            f"pixel features of x {dec_x.shape} and xr {dec_xr.shape} must be (B, H, W, c) "
-            f"at the image resolution {x.shape[:3]}"
-        )
-    if enc_x.shape != enc_xr.shape:
-        raise ValueError(f"global features of x {enc_x.shape} and xr {enc_xr.shape} differ in shape")
-
-    maps = residual_map(x, xr, dec_x, dec_xr, kappa)
+    if feats_x is None or feats_xr is None:
+        if kappa != 0 or (feats_x is None) != (feats_xr is None):
+            raise ValueError(f"the critic's features of x and xr are needed for kappa={kappa} (give both or, "
+                             "with kappa 0, neither)")
+        maps = jnp.mean(jnp.abs(xr - x), axis=-1)
+        enc_x = enc_xr = jnp.zeros((x.shape[0], 1), x.dtype)
+    else:
+        enc_x, dec_x = features_of(feats_x)
+        enc_xr, dec_xr = features_of(feats_xr)
+        if dec_x.shape != dec_xr.shape or dec_x.shape[:3] != x.shape[:3]:
+            raise ValueError(
+                f"pixel features of x {dec_x.shape} and xr {dec_xr.shape} must be (B, H, W, c) "
+                f"at the image resolution {x.shape[:3]}"
+            )
+        if enc_x.shape != enc_xr.shape:
+            raise ValueError(f"global features of x {enc_x.shape} and xr {enc_xr.shape} differ in shape")
+        maps = residual_map(x, xr, dec_x, dec_xr, kappa)
     if critic_map is not None:
         if critic_map.shape != maps.shape:
             raise ValueError(f"critic map {critic_map.shape} must be (B, H, W) = {maps.shape}")

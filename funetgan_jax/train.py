@@ -6,7 +6,7 @@ discriminator step's z. Stage 2 'encoder' (1.6): the encoder trains through froz
 The state is one pytree: {'g', 'd', 'e'} variables (params, batch_stats, spectral),
 {'opt_g', 'opt_d', 'opt_e'} optimiser states and 'map_stats' (running
 statistics of the anomaly map's residual and critic terms on training images, gathered by
-the encoder stage; they scale the critic term of `config.eval.critic_weight`); with
+the encoder stage when `config.eval.critic_weight` > 0; they scale that critic term); with
 `config.train.g_ema_decay` > 0 also 'g_ema', an exponential moving average of G's parameters
 (with G's current statistics), which the encoder stage, scoring and the sample grids then use
 instead of G.
@@ -62,8 +62,16 @@ def settings_rules(config) -> list[settings.Rule]:
 def optimizers(config) -> dict[str, optax.GradientTransformation]:
     t = config.train
     adam = lambda lr: optax.adam(lr, b1=t.betas[0], b2=t.betas[1])  # noqa: E731
-    encoder = adam(t.lr_e) if t.encoder_optimizer == "adam" else optax.rmsprop(t.lr_e)
+    # RMSProp's state has no update count (Adam's does); an identity step that counts is
+    # chained after it, so `encoder_updates` reads the count of either.
+    encoder = (adam(t.lr_e) if t.encoder_optimizer == "adam"
+               else optax.chain(optax.rmsprop(t.lr_e), optax.scale_by_schedule(lambda count: 1.0)))
     return {"g": adam(t.lr_g), "d": adam(t.lr_d), "e": encoder}
+
+
+def encoder_updates(opt_e) -> jax.Array:
+    """How many updates the encoder optimiser state `opt_e` has made (int32 scalar)."""
+    return optax.tree_utils.tree_get(opt_e, "count")
 
 
 def networks(config):
@@ -126,11 +134,29 @@ def update_map_stats(config, state, x: jax.Array, updates: jax.Array) -> dict[st
                         batch_map_stats(config, state, x))
 
 
+def gathers_map_stats(config) -> bool:
+    """Whether the encoder stage gathers the map statistics: only the critic term of the map
+    (config.eval.critic_weight > 0) reads them, and gathering them costs an eval-mode pass
+    of E, G and D per update (on the quickstart's CPU, a third of the encoder update)."""
+    return float(config.eval.get("critic_weight", 0.0)) > 0
+
+
+def map_stats_missing(config, state) -> bool:
+    """Method.refill: `config` scores with the critic term but the trained `state` holds the
+    placeholder map statistics (it was trained with config.eval.critic_weight 0, so its
+    encoder stage did not gather them). Real statistics never equal the placeholders exactly."""
+    if not gathers_map_stats(config) or int(jax.device_get(encoder_updates(state["opt_e"]))) == 0:
+        return False
+    stats = jax.device_get(state["map_stats"])
+    return all(float(stats[k]) == float(v) for k, v in initial_map_stats().items())
+
+
 def fill_map_stats(config, state, train) -> dict[str, Any]:
     """Method.fill_state: the map statistics of a state that has none. A state whose encoder
     has not trained keeps the placeholders (the encoder stage gathers them); a trained one
-    (a checkpoint written before they were saved) gets them from the whole training split."""
-    if int(jax.device_get(state["opt_e"][0].count)) == 0:
+    (a checkpoint written before they were saved, or one trained without the critic term and
+    now scored with it, `map_stats_missing`) gets them from the whole training split."""
+    if int(jax.device_get(encoder_updates(state["opt_e"]))) == 0:
         return {**state, "map_stats": initial_map_stats()}
     from anomaly_core import data as data_lib  # pylint: disable=g-import-not-at-top
 
@@ -297,18 +323,25 @@ def encoder_step(config, state, batch, rng):
     updates, opt_e = tx["e"].update(grads, state["opt_e"], e_params)
     new_state = dict(state)
     new_state.update(e={"params": optax.apply_updates(e_params, updates), **e_state}, opt_e=opt_e)
-    new_state["map_stats"] = update_map_stats(config, new_state, batch["image"], opt_e[0].count)
+    if gathers_map_stats(config):
+        new_state["map_stats"] = update_map_stats(config, new_state, batch["image"], encoder_updates(opt_e))
     return new_state, metrics
 
 
-def reconstruct(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05):
-    """xr = G(E(x)) in eval mode, D's targets (config.train.encoder_target) of x and of xr,
-    and D's pixel logits of x (B, H, W, 1) (one D pass on both). refine_steps > 0: z = E(x)
-    is first refined by that many Adam steps on ||G(z) - x||^2 (scoring.refine_latent)."""
-    G, D, E = networks(config)
+def reconstruct_image(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05):
+    """xr = G(E(x)) (B, H, W, C) in eval mode; refine_steps > 0: z = E(x) is first refined by
+    that many Adam steps on ||G(z) - x||^2 (scoring.refine_latent)."""
+    G, _, E = networks(config)
     generate = lambda z: G.apply(generator_variables(state), z, train=False)  # noqa: E731
     z = scoring.refine_latent(generate, x, E.apply(state["e"], x, train=False), refine_steps, refine_lr)
-    xr = generate(z)
+    return generate(z)
+
+
+def reconstruct(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05):
+    """xr = reconstruct_image(...), D's targets (config.train.encoder_target) of x and of xr,
+    and D's pixel logits of x (B, H, W, 1) (one D pass on both)."""
+    _, D, _ = networks(config)
+    xr = reconstruct_image(config, state, x, refine_steps, refine_lr)
     out = D.apply(state["d"], jnp.concatenate([x, xr]), train=False, return_features=True)
     enc, dec = losses.critic_targets(out, encoder_target(config))
     n = x.shape[0]
@@ -317,13 +350,17 @@ def reconstruct(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05
 
 def score_fn(config):
     ev = config.eval
+    steps, lr = int(ev.get("refine_steps", 0)), float(ev.get("refine_lr", 0.05))
+    weight = float(ev.get("critic_weight", 0.0))
 
     def score(state, batch):
         x = batch["image"]
-        xr, fx, fxr, logits = reconstruct(config, state, x, int(ev.get("refine_steps", 0)),
-                                          float(ev.get("refine_lr", 0.05)))
-        weight = float(ev.get("critic_weight", 0.0))
-        critic = scoring.critic_map(logits, state["map_stats"], weight) if weight > 0 else None
+        if ev.kappa == 0 and weight == 0:  # the map is the residual alone: no critic pass
+            xr = reconstruct_image(config, state, x, steps, lr)
+            fx = fxr = critic = None
+        else:
+            xr, fx, fxr, logits = reconstruct(config, state, x, steps, lr)
+            critic = scoring.critic_map(logits, state["map_stats"], weight) if weight > 0 else None
         image_scores, maps = scoring.anomaly_scores(
             x, xr, fx, fxr, kappa=ev.kappa, smoothing_sigma=ev.smoothing_sigma, image_score=ev.image_score,
             critic_map=critic,
@@ -335,14 +372,18 @@ def score_fn(config):
 
 def validation_fn(config):
     """Per-example encoder loss (docs/METHODS.md 1.6) on validation data, eval mode: picks the best encoder."""
+    kappa = config.train.kappa
 
     def one(x, xr, fx, fxr):
         add_batch = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
-        loss, _ = losses.encoder_loss_terms(*add_batch((x, xr, fx, fxr)), kappa=config.train.kappa)
+        loss, _ = losses.encoder_loss_terms(*add_batch((x, xr, fx, fxr)), kappa=kappa)
         return loss
 
     def validate(state, batch):
         x = batch["image"]
+        if kappa == 0:  # the critic terms weigh nothing: no critic pass
+            xr = reconstruct_image(config, state, x)
+            return {"e_loss": jnp.mean(jnp.square(xr - x), axis=(1, 2, 3))}
         xr, fx, fxr, _ = reconstruct(config, state, x)
         return {"e_loss": jax.vmap(one)(x, xr, fx, fxr)}
 
@@ -405,6 +446,7 @@ METHOD = program.Method(
     settings=settings_rules,
     fill_state=fill_map_stats,
     filled_keys=("map_stats",),
+    refill=map_stats_missing,
     describe=lambda config: describe_models(config.model),
     torch=TORCH_NETWORKS,
     settings_files=(("funetgan_jax/build.py", {"default_model_config": "model"}), ("configs/funetgan_base.py", {})),

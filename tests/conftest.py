@@ -4,10 +4,20 @@ The f-UNetGAN discriminator step (two gradient penalties differentiated again) t
 of seconds to compile on a CPU; tests that build the same program in several processes
 (resume, multi-process, launch.py runs) reuse the compiled executable from this cache.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
+
+# Tests never write the user's cache: a config with config.data.root '' builds the demo
+# dataset under XDG_CACHE_HOME, here a folder of this test process (and its subprocesses),
+# not ~/.cache, where a rebuild with the tests' small parameters would replace the dataset
+# under a user's running job.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="funetgan_gon_jax_tests_")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache")

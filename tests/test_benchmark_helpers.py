@@ -11,7 +11,7 @@ import pytest
 
 from anomaly_core.precision import at_least_f32, cast, compute_dtype
 from benchmarks import common
-from benchmarks.config_step import load_config
+from benchmarks.common import load_config
 
 
 def test_flops_of_a_matmul_is_2_n_cubed():

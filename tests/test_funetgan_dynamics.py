@@ -103,8 +103,13 @@ def _tiny_state_and_batch(weight: float = 0.0):
     return config, state, x
 
 
-def test_encoder_step_gathers_the_map_statistics():
-    config, state, x = _tiny_state_and_batch()
+def test_encoder_step_gathers_the_map_statistics_only_for_the_critic_term():
+    config, state, x = _tiny_state_and_batch(weight=0.0)
+    new, _ = jax.jit(functools.partial(ft.encoder_step, config))(state, {"image": x}, jax.random.key(1))
+    assert jax.tree.map(float, new["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+    assert int(ft.encoder_updates(new["opt_e"])) == 1
+
+    config, state, x = _tiny_state_and_batch(weight=1.0)
     new, _ = jax.jit(functools.partial(ft.encoder_step, config))(state, {"image": x}, jax.random.key(1))
     # brute force: the residual map and the critic's pixel logits of the updated networks
     xr, (_, dec_x), (_, dec_xr), logits = ft.reconstruct(config, new, x)
@@ -118,6 +123,20 @@ def test_encoder_step_gathers_the_map_statistics():
     for key, value in batch.items():
         np.testing.assert_allclose(new["map_stats"][key], d * float(initial[key]) + (1 - d) * value, rtol=2e-5)
     assert float(batch["critic_sq"] - batch["critic_mean"] ** 2) > 0
+
+
+def test_an_rmsprop_encoder_counts_its_updates():
+    """encoder_optimizer 'rmsprop' (whose optax state has no count) trains and gathers the map
+    statistics with the same warm-up as Adam."""
+    config, state, x = _tiny_state_and_batch(weight=1.0)
+    config.train.encoder_optimizer = "rmsprop"
+    state = ft.init_state(config, jax.random.key(0))
+    step = jax.jit(functools.partial(ft.encoder_step, config))
+    for i in range(2):
+        state, metrics = step(state, {"image": x}, jax.random.key(i))
+    assert int(ft.encoder_updates(state["opt_e"])) == 2
+    assert np.isfinite(float(metrics["e_loss"]))
+    assert jax.tree.map(float, state["map_stats"]) != jax.tree.map(float, ft.initial_map_stats())
 
 
 def test_critic_weight_adds_the_standardised_critic_map():
@@ -148,3 +167,19 @@ def test_refine_steps_score_the_refined_reconstruction():
     np.testing.assert_allclose(refined["image_score"], np.asarray(refined["anomaly_map"]).mean((1, 2)), rtol=1e-5)
     err = lambda out: float(np.mean(np.square(np.asarray(out["reconstruction"]) - np.asarray(x))))  # noqa: E731
     assert err(refined) < err(plain)
+
+
+def test_validation_loss_is_the_encoder_loss_per_image():
+    """validation_fn: per image, L_E of docs/METHODS.md 1.6 in eval mode; with kappa 0 the
+    image term alone, computed without the critic."""
+    config, state, x = _tiny_state_and_batch()
+    for kappa in (0.0, 0.5):
+        config.train.kappa = kappa
+        got = np.asarray(jax.jit(ft.validation_fn(config))(state, {"image": x})["e_loss"])
+        xr, (ex, dx), (exr, dxr), _ = (np.asarray(a, np.float64) if not isinstance(a, tuple) else
+                                       tuple(np.asarray(t, np.float64) for t in a)
+                                       for a in ft.reconstruct(config, state, x))
+        xd = np.asarray(x, np.float64)
+        want = (np.square(xr - xd).mean((1, 2, 3)) + kappa * (np.square(exr - ex).mean(1)
+                                                                + np.square(dxr - dx).mean((1, 2, 3))))
+        np.testing.assert_allclose(got, want, rtol=1e-4)

@@ -148,7 +148,7 @@ def test_missing_mvtec_root_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_converter_exports_a_training_run_and_imports_it_back(straight_run, tmp_path):
+def test_converter_exports_a_training_run_and_imports_it_back(straight_run, demo_root, tmp_path):
     """convert_checkpoint on a run written by training: --reverse --workdir --network=all writes
     the generator, discriminator and encoder in the original's format (BigGAN-style u0/sv0) and
     in torch's spectral_norm format; --workdir --network=all makes a new run of the files whose
@@ -159,7 +159,7 @@ def test_converter_exports_a_training_run_and_imports_it_back(straight_run, tmp_
     from anomaly_core.checkpointing import CheckpointError
 
     workdir, _ = straight_run
-    config = tiny_config("")
+    config = tiny_config(demo_root)
     step, trained, _ = final_state(config, workdir)
     original = [str(tmp_path / f"{n}.pth") for n in ("G", "D", "E")]
     cc.export_run(config, "all", workdir, original)
@@ -279,3 +279,26 @@ def test_map_statistics_of_a_checkpoint_without_them_come_from_the_training_spli
     fresh = ft.init_state(config, jax.random.key(0))
     untrained = ft.fill_map_stats(config, fresh, splits["train"])
     assert jax.tree.map(float, untrained["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+
+
+def test_scoring_with_the_critic_term_a_run_trained_without_it_takes_its_statistics_from_the_data(
+        straight_run, demo_root):
+    """The run trained with config.eval.critic_weight 0, so its encoder stage did not gather
+    the map statistics; restored for scoring with the critic term, they are computed from the
+    training split (and the checkpoint on disk keeps its placeholders)."""
+    workdir, _ = straight_run
+    config = tiny_config(demo_root)
+    mesh = parallel.make_mesh()
+    _, saved, _ = final_state(config, workdir)
+    assert jax.tree.map(float, saved["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+    state, _, _ = program.restore_for_inference(ft.METHOD, config, workdir, mesh, step=4)
+    assert jax.tree.map(float, parallel.fetch(state)["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+    config.eval.critic_weight = 1.0
+    assert ft.map_stats_missing(config, saved)
+    state, _, _ = program.restore_for_inference(ft.METHOD, config, workdir, mesh, step=4)
+    expected = ft.fill_map_stats(config, saved, data_lib.Splits(config.data)["train"])["map_stats"]
+    for key, value in expected.items():
+        np.testing.assert_allclose(parallel.fetch(state)["map_stats"][key], value, rtol=1e-5)
+    assert not ft.map_stats_missing(config, parallel.fetch(state))
+    _, again, _ = final_state(config, workdir)
+    assert jax.tree.map(float, again["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())

@@ -40,6 +40,20 @@ def test_maps_and_scores_by_hand():
     np.testing.assert_allclose(mean_scores, [1.5, 0.0])
 
 
+def test_kappa_zero_needs_no_critic_features():
+    x, xr, fx, fxr = _hand_batch()
+    for image_score in scoring.IMAGE_SCORES:
+        with_feats = scoring.anomaly_scores(x, xr, fx, fxr, kappa=0.0, image_score=image_score)
+        without = scoring.anomaly_scores(x, xr, None, None, kappa=0.0, image_score=image_score)
+        for a, b in zip(with_feats, without):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(without[1], [[[0.5, 1.0]], [[0.0, 0.0]]])
+    with pytest.raises(ValueError, match="needed for kappa=0.5"):
+        scoring.anomaly_scores(x, xr, None, None, kappa=0.5)
+    with pytest.raises(ValueError, match="give both"):
+        scoring.anomaly_scores(x, xr, fx, None, kappa=0.0)
+
+
 @pytest.mark.parametrize("sigma", [0.1, 0.7, 1.1, 2.0, 4.0])
 def test_gaussian_smoothing_matches_scipy(sigma):
     maps = np.random.default_rng(0).random((2, 16, 12)).astype(np.float32)
