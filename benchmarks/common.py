@@ -338,6 +338,20 @@ def write_results(out: str, *, title: str, command: str, meta: Mapping[str, Any]
     return md
 
 
+def trained_run(doc: str, name: str, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any, Any, Any]:
+    """The flags of a script that studies one trained run (--workdir, --out with default
+    benchmarks/results/<name>) and that run: (args, detector (api.load), its config, its
+    state on the host)."""
+    from anomaly_core import api
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="a trained run (its workdir)")
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results", name))
+    args = parser.parse_args(argv)
+    detector = api.load(args.workdir)
+    return args, detector, detector.config, jax.device_get(detector.state)
+
+
 def load_config(spec: str) -> Any:
     """`get_config(preset)` of an ml_collections config given as 'file.py' or 'file.py:preset'."""
     import importlib.util

@@ -23,7 +23,6 @@ Writes <out>.json and <out>.md.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import platform
@@ -35,13 +34,12 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from anomaly_core import api
 from anomaly_core import data as data_lib
-from benchmarks.common import command_line, split_arrays, write_results
+from benchmarks.common import command_line, split_arrays, trained_run, write_results
 from funetgan_jax import scoring
 from funetgan_jax import train as ft
 
-REFINEMENTS = ((50, 0.05), (100, 0.1), (200, 0.05))  # (Adam steps, learning rate); the last also gets the critic term
+REFINEMENTS = ((50, 0.2), (75, 0.13), (100, 0.1), (200, 0.05))  # (Adam steps, learning rate); the last also gets the critic term
 
 
 def _gaussian_distance(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -53,13 +51,7 @@ def _gaussian_distance(train: np.ndarray, test: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="a trained f-UNetGAN run")
-    parser.add_argument("--out", default="benchmarks/results/funetgan_score_variants")
-    args = parser.parse_args()
-
-    detector = api.load(args.workdir)
-    config, state = detector.config, jax.device_get(detector.state)
+    args, detector, config, state = trained_run(__doc__, "funetgan_score_variants")
     G, D, E = ft.networks(config)
     g = ft.generator_variables(state)
     splits = data_lib.Splits(config.data)

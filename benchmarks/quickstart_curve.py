@@ -4,7 +4,8 @@
   python -m benchmarks.quickstart_curve --root=runs/curve --budgets=300
 
 Each budget B runs the README's quickstart command (configs/quickstart.py) in its own workdir
-with B generator updates and 2 B encoder updates (the quickstart is B = 300), as a separate
+with B generator updates and r B encoder updates (--encoder-ratio r; the quickstart is
+B = 300, r = 1; the curve recorded in docs/TRAINING.md section 6 used r = 2), as a separate
 `launch.py` process, and records its wall time (compilation included; the compile cache is
 whatever the machine has, reported per run) and its metrics beside the no-learning baseline.
 Writes <out>.json, <out>.md and <out>.png (AUROC against minutes of wall time).
@@ -22,10 +23,11 @@ import time
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 
 
-def run_budget(root: str, budget: int, extra: list[str]) -> dict:
+def run_budget(root: str, budget: int, extra: list[str], encoder_ratio: float = 1.0) -> dict:
     workdir = os.path.join(root, f"g{budget}")
+    encoder_steps = max(int(round(encoder_ratio * budget)), 1)
     cmd = [sys.executable, "launch.py", "--config=configs/quickstart.py", f"--workdir={workdir}",
-           f"--config.train.generator_steps={budget}", f"--config.train.encoder_steps={2 * budget}",
+           f"--config.train.generator_steps={budget}", f"--config.train.encoder_steps={encoder_steps}",
            f"--config.train.checkpoint_every={max(budget // 2, 1)}", *extra]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -36,7 +38,7 @@ def run_budget(root: str, budget: int, extra: list[str]) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")
     with open(os.path.join(workdir, "eval", "metrics.json")) as f:
         metrics = json.load(f)
-    return {"generator_steps": budget, "encoder_steps": 2 * budget, "wall_s": round(wall, 1),
+    return {"generator_steps": budget, "encoder_steps": encoder_steps, "wall_s": round(wall, 1),
             "command": " ".join(cmd[1:]),
             **{k: metrics["scalars"].get(k) for k in KEYS},
             **{f"baseline_{k}": metrics.get("baseline", {}).get(k) for k in KEYS}}
@@ -87,6 +89,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="runs/curve", help="folder for the runs' workdirs and logs")
     p.add_argument("--budgets", default="100,300,750,1500", help="generator updates per run (comma list)")
+    p.add_argument("--encoder-ratio", type=float, default=1.0,
+                   help="encoder updates per generator update (the quickstart's 300 + 300: 1)")
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "quickstart_curve"))
     args, extra = p.parse_known_args(argv)
     os.makedirs(args.root, exist_ok=True)
@@ -95,7 +99,7 @@ def main(argv=None) -> int:
     rows = []
     for budget in (int(b) for b in args.budgets.split(",")):
         cache_files = len(os.listdir(cache)) if os.path.isdir(cache) else 0
-        rows.append({**run_budget(args.root, budget, extra), "compile_cache_entries_before": cache_files})
+        rows.append({**run_budget(args.root, budget, extra, args.encoder_ratio), "compile_cache_entries_before": cache_files})
         print(json.dumps(rows[-1]), flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -54,8 +54,8 @@ def get_config(preset: str = ""):
     config.eval.kappa = 0.0
     # Scoring: z = E(x) refined by 75 Adam steps (lr 0.13) on ||G(z) - x||^2 before the
     # residual is taken, smoothed with sigma 4 (the shared default), and the image score is
-    # the mean of the map (its maximum is dominated by a few saturated pixels G draws in one
-    # corner, docs/TRAINING.md section 10). The critic's per-pixel verdict
+    # the mean of the map (its maximum is dominated by a few saturated pixels G draws at one
+    # place on the border, docs/TRAINING.md section 10). The critic's per-pixel verdict
     # (eval.critic_weight) ranged from a good detector to a useless one over three seeds
     # (section 9). On the three seeds' checkpoints 75 steps scored within 0.01 of 100 and 200
     # steps, 50 steps did not (section 10); each step is a G forward and backward per image

@@ -87,3 +87,16 @@ def test_precision_helpers():
     assert cast(x, None) is x and cast(jnp.ones(2), jnp.bfloat16).dtype == jnp.bfloat16
     with jax.enable_x64(True):
         assert at_least_f32(jnp.ones(2, jnp.float64)).dtype == jnp.float64
+
+
+def test_demo_scale_measures_the_stripe_period():
+    """benchmarks.demo_scale: the first autocorrelation peak of vertical stripes of period p
+    (along the rows) is p; no peak across them (constant columns) is None."""
+    from benchmarks.demo_scale import autocorrelation, first_peak
+
+    for period in (6, 8, 13):
+        cols = np.cos(2 * np.pi * np.arange(64) / period)
+        images = np.broadcast_to(cols[None, None, :, None], (3, 64, 64, 3)) + 0.01 * np.random.default_rng(0).random(
+            (3, 64, 64, 3))
+        assert first_peak(autocorrelation(images, axis=2)) == period
+    assert first_peak(np.array([1.0, 0.8, 0.5, 0.2, 0.1])) is None
