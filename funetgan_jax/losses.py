@@ -293,25 +293,31 @@ def generator_loss(d_fake: Any, pixel_reduction: str = "sum") -> tuple[Array, Me
 
 
 def encoder_loss_terms(
-    x: Array, xr: Array, feats_x: Any, feats_xr: Any, *, kappa: float = 1.0
+    x: Array, xr: Array, feats_x: Any | None, feats_xr: Any | None, *, kappa: float = 1.0
 ) -> tuple[Array, Metrics]:
     """L_E = mean (xr - x)^2 + kappa * [mean (f_enc(xr) - f_enc(x))^2 + mean (f_dec(xr) - f_dec(x))^2].
 
     x, xr: (B, H, W, C); feats_*: (global_features (B, F), pixel_features (B, H, W, c)) or
-    DiscriminatorOutputs carrying them. Each mean is over all elements. Pure arithmetic:
+    DiscriminatorOutputs carrying them, or both None when kappa is 0 (the critic terms weigh
+    nothing; metrics then e_loss and l_img only). Each mean is over all elements. Pure arithmetic:
     where the gradient flows is decided by how the caller computed the inputs; use
     `encoder_loss`, which does that wiring.
     Metrics: e_loss, l_img, l_fenc, l_fdec.
     """
     if x.shape != xr.shape:
         raise ValueError(f"image {x.shape} and reconstruction {xr.shape} differ in shape")
+    l_img = jnp.mean(jnp.square(xr - x))
+    if feats_x is None or feats_xr is None:
+        if kappa != 0 or (feats_x is None) != (feats_xr is None):
+            raise ValueError(f"the critic's features of x and xr are needed for kappa={kappa} (give both or, "
+                             "with kappa 0, neither)")
+        return l_img, {"e_loss": l_img, "l_img": l_img}
     enc_x, dec_x = features_of(feats_x)
     enc_xr, dec_xr = features_of(feats_xr)
     if enc_x.shape != enc_xr.shape or dec_x.shape != dec_xr.shape:
         raise ValueError(
             f"features of x {(enc_x.shape, dec_x.shape)} and of xr {(enc_xr.shape, dec_xr.shape)} differ in shape"
         )
-    l_img = jnp.mean(jnp.square(xr - x))
     l_fenc = jnp.mean(jnp.square(enc_xr - enc_x))
     l_fdec = jnp.mean(jnp.square(dec_xr - dec_x))
     loss = l_img + kappa * (l_fenc + l_fdec)
@@ -344,10 +350,9 @@ def encoder_loss(
     """
     z, state = encode_fn(x, state)
     xr = generate_fn(z)
-    if kappa == 0:
-        l_img = jnp.mean(jnp.square(xr - x))
-        return l_img, ({"e_loss": l_img, "l_img": l_img}, state)
-    feats_x = jax.tree.map(jax.lax.stop_gradient, tuple(features_of(features_fn(x))))
-    feats_xr = features_of(features_fn(jax.lax.stop_gradient(xr) if detach_critic else xr))
+    feats_x = feats_xr = None
+    if kappa != 0:
+        feats_x = jax.tree.map(jax.lax.stop_gradient, tuple(features_of(features_fn(x))))
+        feats_xr = features_of(features_fn(jax.lax.stop_gradient(xr) if detach_critic else xr))
     loss, metrics = encoder_loss_terms(x, xr, feats_x, feats_xr, kappa=kappa)
     return loss, (metrics, state)

@@ -382,9 +382,9 @@ def validation_fn(config):
     def validate(state, batch):
         x = batch["image"]
         if kappa == 0:  # the critic terms weigh nothing: no critic pass
-            xr = reconstruct_image(config, state, x)
-            return {"e_loss": jnp.mean(jnp.square(xr - x), axis=(1, 2, 3))}
-        xr, fx, fxr, _ = reconstruct(config, state, x)
+            xr, fx, fxr = reconstruct_image(config, state, x), None, None
+        else:
+            xr, fx, fxr, _ = reconstruct(config, state, x)
         return {"e_loss": jax.vmap(one)(x, xr, fx, fxr)}
 
     return validate

@@ -292,6 +292,16 @@ def test_encoder_loss_gradients_through_frozen_critic(detach):
         assert np.abs(np.asarray(critic_grad)).max() > 1e-3
 
 
+def test_encoder_loss_terms_without_features_is_the_image_term():
+    x = np.zeros((2, 2, 2, 1), np.float32)
+    xr = x + np.arange(8, dtype=np.float32).reshape(x.shape)
+    loss, m = losses.encoder_loss_terms(x, xr, None, None, kappa=0.0)
+    assert sorted(m) == ["e_loss", "l_img"]
+    np.testing.assert_allclose([loss, m["l_img"]], [np.mean(np.arange(8.0) ** 2)] * 2)
+    with pytest.raises(ValueError, match="needed for kappa=1.0"):
+        losses.encoder_loss_terms(x, xr, None, None, kappa=1.0)
+
+
 def test_encoder_loss_with_kappa_zero_does_not_run_the_critic():
     """kappa 0: the critic terms would weigh nothing, so D is not run at all (neither its
     forward nor its backward); loss and gradient are the image term's."""
