@@ -42,6 +42,7 @@ class Progress:
         self._mark = clock()
         self._counted_to = start  # steps done at the last measurement point
         self._done = start
+        self._ahead = False  # the stage whose first step runs was compiled ahead
 
     def _measure(self, count: bool) -> float:
         now = self.clock()
@@ -55,18 +56,27 @@ class Progress:
     def step_done(self, done: int) -> None:
         self._done = done
 
-    def first_step_started(self, stage: str) -> None:
-        """Before a stage's first step in this process (it includes compiling the step)."""
+    def first_step_started(self, stage: str, ahead: bool = False) -> None:
+        """Before a stage's first step in this process (it includes compiling the step, or
+        with `ahead` waiting for its compilation in the background to finish)."""
         self._measure(count=True)
-        log.info("compiling the '%s' step (first run on this machine; the compile cache makes later runs faster)",
-                 stage)
+        self._ahead = ahead
+        if ahead:
+            log.info("the '%s' step: waiting for its compilation, running in the background since "
+                     "before initialisation", stage)
+        else:
+            log.info("compiling the '%s' step (first run on this machine; the compile cache makes later runs "
+                     "faster)", stage)
 
     def first_step_done(self, stage: str, done: int) -> float:
         """After that step has finished (the caller blocks on it): logs and returns its
         duration, which is never counted as step time."""
         self._done = done
         seconds = self._measure(count=False)
-        log.info("the '%s' step compiled and ran once in %s", stage, format_duration(seconds))
+        if self._ahead:
+            log.info("the '%s' step was compiled and ran once %s later", stage, format_duration(seconds))
+        else:
+            log.info("the '%s' step compiled and ran once in %s", stage, format_duration(seconds))
         return seconds
 
     @contextlib.contextmanager

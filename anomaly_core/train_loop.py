@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
@@ -70,6 +71,89 @@ class LoopConfig:
     # Training-health limits: a logged metric whose interval mean exceeds its limit is warned
     # about (name, limit, what it means), e.g. a WGAN-GP penalty far from its target.
     health_limits: tuple[tuple[str, float, str], ...] = ()
+
+
+def step_functions(stages: list[Stage], mesh: jax.sharding.Mesh, seed: int) -> dict[str, Any]:
+    """Each stage's jitted step, (state, batch, step index) -> (state, metrics): its
+    randomness fold_in(key(seed), step index), the state replicated and donated, the batch
+    sharded over the mesh ((k, B, ...) when the stage takes k > 1 batches per step)."""
+    rep = parallel.replicated(mesh)
+    base_key = jax.random.key(seed)
+
+    def wrap(stage: Stage):
+        def step(state, batch, step_index):
+            return stage.step_fn(state, batch, jax.random.fold_in(base_key, step_index))
+
+        shard = parallel.batch_sharded(mesh, stacked=stage.batches_per_step > 1)
+        return jax.jit(step, in_shardings=(rep, shard, None), out_shardings=(rep, rep), donate_argnums=0)
+
+    return {s.name: wrap(s) for s in stages}
+
+
+def abstract_batch(local: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh, k: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global step batch `prefetch_to_device` builds from k process-local batches shaped
+    like `local`: (B_global, ...) for k = 1, else (k, B_global, ...), batch axis sharded."""
+    sharding = parallel.batch_sharded(mesh, stacked=k > 1)
+    out = {}
+    for key, value in local.items():
+        value = np.asarray(value)
+        shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
+        out[key] = jax.ShapeDtypeStruct(((k,) if k > 1 else ()) + shape, value.dtype, sharding=sharding)
+    return out
+
+
+def compile_ahead(stages: list[Stage], mesh: jax.sharding.Mesh, seed: int, abstract_state: Any,
+                  train_iter: Any, start: int = 0) -> dict[str, Future]:
+    """Starts compiling, in background threads, the step of every stage that has steps left
+    after `start`, so that the compilations overlap each other and what runs before training
+    (initialisation compiles and runs its own program). Returns {stage name: Future of the
+    compiled step} for `train(ahead=...)`.
+
+    `abstract_state`: the state's shapes, dtypes and (replicated) shardings; the batch shapes
+    come from one batch of `train_iter`, read and then un-read (`get_state` / `set_state`), so
+    the data order is unchanged.
+    """
+    total, todo = 0, []
+    for stage in stages:
+        total += stage.num_steps
+        if total > start:
+            todo.append(stage)
+    if not todo:
+        return {}
+    saved = train_iter.get_state()
+    local = next(train_iter)
+    train_iter.set_state(saved)
+    jitted = step_functions(todo, mesh, seed)
+    index = jax.ShapeDtypeStruct((), np.int32)
+
+    def compile_step(stage: Stage):
+        with jax.set_mesh(mesh):  # the mesh context is per thread
+            batch = abstract_batch(local, mesh, stage.batches_per_step)
+            return jitted[stage.name].lower(abstract_state, batch, index).compile()
+
+    pool = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="compile_ahead")
+    try:
+        return {stage.name: pool.submit(compile_step, stage) for stage in todo}
+    finally:
+        pool.shutdown(wait=False)  # the threads end with their compilations
+
+
+def _first_step(future: Future, jitted: Any, name: str, state: Any, batch: Any, index: np.int32) -> tuple[Any, Any]:
+    """A stage's first step with the program compiled ahead: (that program, or `jitted` when
+    it failed or does not take this state and batch; the step's (state, metrics))."""
+    try:
+        compiled = future.result()
+    except Exception as e:  # noqa: BLE001 - the jit compiles again and raises what is real
+        log.warning("compiling the '%s' step ahead failed (%s: %s); compiling it now", name, type(e).__name__, e)
+        return jitted, jitted(state, batch, index)
+    try:
+        # The compiled program checks the arguments' tree, shapes, dtypes and shardings
+        # before it runs (and donates the state).
+        return compiled, compiled(state, batch, index)
+    except (TypeError, ValueError) as e:
+        log.warning("the '%s' step compiled ahead does not take this state or batch (%s); compiling it now",
+                    name, str(e).splitlines()[0][:300])
+        return jitted, jitted(state, batch, index)
 
 
 def make_writer(workdir: str) -> EventWriter:
@@ -132,6 +216,7 @@ def train(
     meta: Mapping[str, Any] | None = None,
     check_meta: Callable[[str, dict], None] | None = None,
     restore_target: Callable[[Any, dict], Any] | None = None,
+    ahead: Mapping[str, Future] | None = None,
 ) -> tuple[Any, int]:
     """Runs (or resumes) all stages. Returns (final state, number of steps run now).
 
@@ -139,7 +224,9 @@ def train(
     checkpoint, training resumes from it instead. `train_iter` yields process-local
     batches and has `get_state()`/`set_state()`. `image_fn(state, stage_name, step)` writes
     progress images (every `loop.image_every` steps and at each stage's end). `check_meta`
-    vets a checkpoint's metadata before resuming from it (`Checkpointer.restore`).
+    vets a checkpoint's metadata before resuming from it (`Checkpointer.restore`). `ahead`:
+    the stages' steps being compiled in the background (`compile_ahead`); a stage's first
+    step waits for its own.
     """
     total = sum(s.num_steps for s in stages)
     start = 0
@@ -154,17 +241,7 @@ def train(
     if start >= total:
         return state, 0
 
-    rep = parallel.replicated(mesh)
-    base_key = jax.random.key(loop.seed)
-
-    def wrap(stage: Stage):
-        def step(state, batch, step_index):
-            return stage.step_fn(state, batch, jax.random.fold_in(base_key, step_index))
-
-        shard = parallel.batch_sharded(mesh, stacked=stage.batches_per_step > 1)
-        return jax.jit(step, in_shardings=(rep, shard, None), out_shardings=(rep, rep), donate_argnums=0)
-
-    jitted = {s.name: wrap(s) for s in stages}
+    jitted: dict[str, Any] = step_functions(stages, mesh, loop.seed)
     all_finite = jax.jit(_all_finite)
     progress = Progress(total, start)
     compiled: set[str] = set()  # stages whose step has run once in this process
@@ -212,9 +289,14 @@ def train(
             stage = stage_of(stages, step)
             batch = next(feed)
             first = stage.name not in compiled
+            future = (ahead or {}).get(stage.name) if first else None
             if first:
-                progress.first_step_started(stage.name)
-            state, metrics = jitted[stage.name](state, batch, np.int32(step))
+                progress.first_step_started(stage.name, ahead=future is not None)
+            if future is not None:
+                jitted[stage.name], (state, metrics) = _first_step(future, jitted[stage.name], stage.name, state,
+                                                                   batch, np.int32(step))
+            else:
+                state, metrics = jitted[stage.name](state, batch, np.int32(step))
             pending.append((step, metrics))
             steps_run += 1
             done = step + 1

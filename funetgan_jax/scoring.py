@@ -7,6 +7,7 @@ neither localises nor separates images. We use the per-pixel, per-image feature 
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -92,31 +93,44 @@ def critic_map(pixel_logits: Array, stats: dict[str, Array], weight: float) -> A
     return weight * sd_res * (stats["critic_mean"] - pixel_logits[..., 0].astype(jnp.float32)) / sd_c
 
 
+RefineCarry = tuple[Array, Any]  # (z (B, z_dim) float32, Adam state)
+
+
+def _check_refinement(steps: int, lr: float) -> None:
+    if steps < 0 or lr <= 0:
+        raise ValueError(f"refine_steps must be >= 0 and refine_lr > 0, got {steps} and {lr}")
+
+
+def refine_start(z: Array, lr: float) -> RefineCarry:
+    """The refinement's starting point: z (B, z_dim) as float32 (no gradient flows back
+    into it) and a fresh Adam state."""
+    z = jax.lax.stop_gradient(z).astype(jnp.float32)
+    return z, optax.adam(lr).init(z)
+
+
+def refine_update(generate: Callable[[Array], Array], x: Array, carry: RefineCarry, lr: float) -> RefineCarry:
+    """One Adam update (learning rate `lr`) of z on sum ||G(z) - x||^2; x: (B, H, W, C)."""
+    tx = optax.adam(lr)
+    target = x.astype(jnp.float32)
+    v, opt = carry
+    grad = jax.grad(lambda u: jnp.sum(jnp.square(generate(u).astype(jnp.float32) - target)))(v)
+    updates, opt = tx.update(grad, opt)
+    return optax.apply_updates(v, updates), opt
+
+
 def refine_latent(generate: Callable[[Array], Array], x: Array, z: Array, steps: int, lr: float) -> Array:
     """AnoGAN's latent search started from the encoder: `steps` Adam updates (learning rate
     `lr`) of z on sum ||G(z) - x||^2. x: (B, H, W, C); z: (B, z_dim) -> refined z (B, z_dim).
 
     Adam normalises each coordinate on its own and the loss is a sum over images, so every
     image's latent moves as if refined alone: the result does not depend on the batch.
-    steps and lr are static (a `lax.scan` of `steps` updates).
+    steps and lr are static (a `lax.scan` of `refine_update`s from `refine_start`).
     """
-    if steps < 0 or lr <= 0:
-        raise ValueError(f"refine_steps must be >= 0 and refine_lr > 0, got {steps} and {lr}")
+    _check_refinement(steps, lr)
     if steps == 0:
         return z
-    tx = optax.adam(lr)
-    target = x.astype(jnp.float32)
-
-    def loss(v: Array) -> Array:
-        return jnp.sum(jnp.square(generate(v).astype(jnp.float32) - target))
-
-    def update(carry, _):
-        v, opt = carry
-        updates, opt = tx.update(jax.grad(loss)(v), opt)
-        return (optax.apply_updates(v, updates), opt), None
-
-    z = jax.lax.stop_gradient(z).astype(jnp.float32)
-    return jax.lax.scan(update, (z, tx.init(z)), None, length=steps)[0][0]
+    carry = refine_start(z, lr)
+    return jax.lax.scan(lambda c, _: (refine_update(generate, x, c, lr), None), carry, None, length=steps)[0][0]
 
 
 def anomaly_scores(

@@ -14,6 +14,7 @@ instead of G.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from anomaly_core import program, settings
+from anomaly_core import parallel, program, settings
 from anomaly_core.train_loop import Stage
 from funetgan_jax import losses, scoring
 from funetgan_jax.build import build_discriminator, build_encoder, build_generator, describe as describe_models
@@ -328,44 +329,89 @@ def encoder_step(config, state, batch, rng):
     return new_state, metrics
 
 
+def _generate_fn(config, state) -> Callable[[jax.Array], jax.Array]:
+    """z (B, z_dim) -> G(z) (B, H, W, C), eval mode (the moving average of G when kept)."""
+    G, _, _ = networks(config)
+    return lambda z: G.apply(generator_variables(state), z, train=False)
+
+
 def reconstruct_image(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05):
     """xr = G(E(x)) (B, H, W, C) in eval mode; refine_steps > 0: z = E(x) is first refined by
     that many Adam steps on ||G(z) - x||^2 (scoring.refine_latent)."""
-    G, _, E = networks(config)
-    generate = lambda z: G.apply(generator_variables(state), z, train=False)  # noqa: E731
+    _, _, E = networks(config)
+    generate = _generate_fn(config, state)
     z = scoring.refine_latent(generate, x, E.apply(state["e"], x, train=False), refine_steps, refine_lr)
     return generate(z)
 
 
-def reconstruct(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05):
-    """xr = reconstruct_image(...), D's targets (config.train.encoder_target) of x and of xr,
-    and D's pixel logits of x (B, H, W, 1) (one D pass on both)."""
+def reconstruct(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05, xr=None):
+    """xr = reconstruct_image(...) (or the given one), D's targets (config.train.encoder_target)
+    of x and of xr, and D's pixel logits of x (B, H, W, 1) (one D pass on both)."""
     _, D, _ = networks(config)
-    xr = reconstruct_image(config, state, x, refine_steps, refine_lr)
+    if xr is None:
+        xr = reconstruct_image(config, state, x, refine_steps, refine_lr)
     out = D.apply(state["d"], jnp.concatenate([x, xr]), train=False, return_features=True)
     enc, dec = losses.critic_targets(out, encoder_target(config))
     n = x.shape[0]
     return xr, (enc[:n], dec[:n]), (enc[n:], dec[n:]), out.pixel_logits[:n]
 
 
-def score_fn(config):
+def _refinement(config) -> tuple[int, float]:
     ev = config.eval
-    steps, lr = int(ev.get("refine_steps", 0)), float(ev.get("refine_lr", 0.05))
+    return int(ev.get("refine_steps", 0)), float(ev.get("refine_lr", 0.05))
+
+
+def _scores_of(config, state, batch, xr):
+    """The score's outputs for the images batch['image'] and their reconstructions xr."""
+    ev = config.eval
     weight = float(ev.get("critic_weight", 0.0))
+    x = batch["image"]
+    if ev.kappa == 0 and weight == 0:  # the map is the residual alone: no critic pass
+        fx = fxr = critic = None
+    else:
+        xr, fx, fxr, logits = reconstruct(config, state, x, xr=xr)
+        critic = scoring.critic_map(logits, state["map_stats"], weight) if weight > 0 else None
+    image_scores, maps = scoring.anomaly_scores(
+        x, xr, fx, fxr, kappa=ev.kappa, smoothing_sigma=ev.smoothing_sigma, image_score=ev.image_score,
+        critic_map=critic,
+    )
+    return {"image_score": image_scores, "anomaly_map": maps, "reconstruction": xr}
+
+
+def score_fn(config):
+    steps, lr = _refinement(config)
+
+    def score(state, batch):
+        return _scores_of(config, state, batch, reconstruct_image(config, state, batch["image"], steps, lr))
+
+    return score
+
+
+def host_score_fn(config, mesh):
+    """On CPU, with test-time refinement (config.eval.refine_steps > 0): score_fn's
+    computation as jitted pieces that Python calls in turn (encode, each Adam update of the
+    refinement, score), else None. XLA:CPU runs the convolutions of a loop body on its slow
+    path (see adversarial_step); called one by one, the refinement's updates ran twice as fast
+    on the 2-core CPU (quickstart). The float rounding differs from the looped program, and
+    refinement amplifies it: reconstructions differ by up to about 0.1 at single pixels."""
+    steps, lr = _refinement(config)
+    if steps == 0 or jax.default_backend() != "cpu":
+        return None
+    _, _, E = networks(config)
+    rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    start = jax.jit(lambda state, x: scoring.refine_start(E.apply(state["e"], x, train=False), lr),
+                    in_shardings=(rep, shard))
+    update = jax.jit(lambda state, x, carry: scoring.refine_update(_generate_fn(config, state), x, carry, lr),
+                     donate_argnums=2)
+    finish = jax.jit(lambda state, batch, z: _scores_of(config, state, batch, _generate_fn(config, state)(z)),
+                     out_shardings=shard)
 
     def score(state, batch):
         x = batch["image"]
-        if ev.kappa == 0 and weight == 0:  # the map is the residual alone: no critic pass
-            xr = reconstruct_image(config, state, x, steps, lr)
-            fx = fxr = critic = None
-        else:
-            xr, fx, fxr, logits = reconstruct(config, state, x, steps, lr)
-            critic = scoring.critic_map(logits, state["map_stats"], weight) if weight > 0 else None
-        image_scores, maps = scoring.anomaly_scores(
-            x, xr, fx, fxr, kappa=ev.kappa, smoothing_sigma=ev.smoothing_sigma, image_score=ev.image_score,
-            critic_map=critic,
-        )
-        return {"image_score": image_scores, "anomaly_map": maps, "reconstruction": xr}
+        carry = start(state, x)
+        for _ in range(steps):
+            carry = update(state, x, carry)
+        return finish(state, batch, carry[0])
 
     return score
 
@@ -431,6 +477,7 @@ METHOD = program.Method(
     init_state=init_state,
     stages=stages,
     score=score_fn,
+    host_score=host_score_fn,
     validation=validation_fn,
     best_metric="e_loss",
     validation_stage="encoder",

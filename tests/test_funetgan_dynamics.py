@@ -183,3 +183,29 @@ def test_validation_loss_is_the_encoder_loss_per_image():
         want = (np.square(xr - xd).mean((1, 2, 3)) + kappa * (np.square(exr - ex).mean(1)
                                                                 + np.square(dxr - dx).mean((1, 2, 3))))
         np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_host_score_on_cpu_is_the_score_with_the_refinement_called_step_by_step():
+    from anomaly_core import parallel
+
+    config, state, x = _tiny_state_and_batch()
+    mesh = parallel.make_mesh()
+    config.eval.refine_steps = 0
+    assert ft.host_score_fn(config, mesh) is None  # nothing to loop over: the program jits score_fn
+    config.eval.image_score, config.eval.refine_steps, config.eval.refine_lr = "mean_map", 4, 0.1
+    assert jax.default_backend() == "cpu"
+    host = ft.host_score_fn(config, mesh)
+    with jax.set_mesh(mesh):
+        batch = parallel.global_batch({"image": np.asarray(x)}, mesh)
+        got = host(parallel.replicate(state, mesh), batch)
+    want = jax.jit(ft.score_fn(config))(state, {"image": x})
+    assert set(got) == set(want)
+    for k in want:  # 4 updates: the float rounding of the two programs has not been amplified yet
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=1e-4, atol=1e-5, err_msg=k)
+    # ... and the critic term (kappa > 0) goes through the same scoring code.
+    config.eval.kappa = 0.5
+    with jax.set_mesh(mesh):
+        got = ft.host_score_fn(config, mesh)(parallel.replicate(state, mesh), batch)
+    np.testing.assert_allclose(np.asarray(got["anomaly_map"]),
+                               np.asarray(jax.jit(ft.score_fn(config))(state, {"image": x})["anomaly_map"]),
+                               rtol=1e-4, atol=1e-5)

@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import threading
+from concurrent.futures import Future
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import pytest
 from anomaly_core import parallel
 from anomaly_core.event_writer import EventWriter
 from anomaly_core.checkpointing import Checkpointer, CheckpointError, check_workdir_writable
-from anomaly_core.train_loop import LoopConfig, Preempted, Stage, TrainingDiverged, train
+from anomaly_core.train_loop import LoopConfig, Preempted, Stage, TrainingDiverged, compile_ahead, train
 from tests.data_fixtures import flip_byte_in_largest_file
 
 
@@ -67,14 +68,26 @@ def stacked_step(state, batches, rng):
     return state, m
 
 
+def abstract_init_state(mesh):
+    rep = parallel.replicated(mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), jax.eval_shape(init_state))
+
+
 def run(workdir, steps, *, poison_at=None, checkpoint_every=4, log_every=2, stages=None, writer=None,
-        image_fn=None, image_every=0, health_limits=()):
+        image_fn=None, image_every=0, health_limits=(), ahead=None):
+    """ahead: None (no compilation ahead), True (compile_ahead as the program does it), or a
+    callable (stages, mesh, iterator, start) -> the futures to pass."""
     mesh = parallel.make_mesh()
     it = CountingIterator(poison_at=poison_at)
     ckpt = Checkpointer(workdir, keep=2)
     stages = stages or [Stage("a", steps, fit_step)]
+    if ahead is True:
+        ahead = compile_ahead(stages, mesh, 3, abstract_init_state(mesh), it, start=ckpt.latest_step() or 0)
+    elif ahead is not None:
+        ahead = ahead(stages, mesh, it, ckpt.latest_step() or 0)
     try:
         state, ran = train(
+            ahead=ahead,
             state=parallel.replicate(init_state(), mesh),
             stages=stages,
             train_iter=it,
@@ -118,6 +131,55 @@ def test_stages_and_stacked_batches(tmp_path):
     ckpt = Checkpointer(str(tmp_path))
     assert ckpt.latest_step() == 5
     ckpt.close()
+
+
+TWO_STAGES = [Stage("one", 3, fit_step), Stage("two", 2, stacked_step, batches_per_step=2)]
+
+
+def test_steps_compiled_ahead_run_as_the_jitted_steps_would(tmp_path, caplog):
+    caplog.set_level("INFO")
+    plain, ran, pos = run(str(tmp_path / "a"), 0, stages=TWO_STAGES)
+    assert "compiling the 'two' step" in caplog.text
+    caplog.clear()
+    ahead, ran_ahead, pos_ahead = run(str(tmp_path / "b"), 0, stages=TWO_STAGES, ahead=True)
+    assert (ran_ahead, pos_ahead) == (ran, pos) == (5, 7)  # the batch read for the shapes was un-read
+    for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(ahead)):
+        np.testing.assert_array_equal(x, y)
+    assert "the 'one' step: waiting for its compilation" in caplog.text
+    assert "the 'two' step was compiled and ran once" in caplog.text
+    assert "compiling the" not in caplog.text and not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_compile_ahead_skips_finished_stages_and_keeps_the_data_order():
+    mesh = parallel.make_mesh()
+    it = CountingIterator()
+    it.set_state({"pos": 5})
+    futures = compile_ahead(TWO_STAGES, mesh, 3, abstract_init_state(mesh), it, start=3)
+    assert set(futures) == {"two"} and it.pos == 5
+    compiled = futures["two"].result()
+    batch = {k: np.stack([v, v]) for k, v in next(CountingIterator()).items()}
+    state, _ = compiled(parallel.replicate(init_state(), mesh), parallel.global_batch(batch, mesh, stacked=True),
+                        np.int32(3))
+    assert jax.tree.structure(state) == jax.tree.structure(init_state())
+    assert compile_ahead(TWO_STAGES, mesh, 3, abstract_init_state(mesh), it, start=5) == {}
+
+
+def test_a_failed_or_unfitting_compilation_ahead_falls_back_to_the_jit(tmp_path, caplog):
+    plain, _, _ = run(str(tmp_path / "a"), 0, stages=TWO_STAGES)
+
+    def failing(stages, mesh, it, start):
+        failed = Future()
+        failed.set_exception(RuntimeError("out of memory while compiling"))
+        # Stage 'two' gets stage 'one''s program, compiled for unstacked batches.
+        return {"one": failed, "two": compile_ahead(stages[:1], mesh, 3, abstract_init_state(mesh), it)["one"]}
+
+    fallback, ran, pos = run(str(tmp_path / "b"), 0, stages=TWO_STAGES, ahead=failing)
+    assert (ran, pos) == (5, 7)
+    for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(fallback)):
+        np.testing.assert_array_equal(x, y)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("compiling the 'one' step ahead failed (RuntimeError: out of memory" in w for w in warnings)
+    assert any("the 'two' step compiled ahead does not take this state or batch" in w for w in warnings)
 
 
 class SigtermWhileLogging(EventWriter):
