@@ -96,11 +96,6 @@ def critic_map(pixel_logits: Array, stats: dict[str, Array], weight: float) -> A
 RefineCarry = tuple[Array, Any]  # (z (B, z_dim) float32, Adam state)
 
 
-def _check_refinement(steps: int, lr: float) -> None:
-    if steps < 0 or lr <= 0:
-        raise ValueError(f"refine_steps must be >= 0 and refine_lr > 0, got {steps} and {lr}")
-
-
 def refine_start(z: Array, lr: float) -> RefineCarry:
     """The refinement's starting point: z (B, z_dim) as float32 (no gradient flows back
     into it) and a fresh Adam state."""
@@ -126,7 +121,8 @@ def refine_latent(generate: Callable[[Array], Array], x: Array, z: Array, steps:
     image's latent moves as if refined alone: the result does not depend on the batch.
     steps and lr are static (a `lax.scan` of `refine_update`s from `refine_start`).
     """
-    _check_refinement(steps, lr)
+    if steps < 0 or lr <= 0:
+        raise ValueError(f"refine_steps must be >= 0 and refine_lr > 0, got {steps} and {lr}")
     if steps == 0:
         return z
     carry = refine_start(z, lr)
