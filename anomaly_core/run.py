@@ -14,7 +14,7 @@ import threading
 
 from anomaly_core import console, program, workdir_lock
 from anomaly_core.checkpointing import CheckpointError, check_workdir_writable
-from anomaly_core.train_loop import Preempted, TrainingDiverged
+from anomaly_core.train_loop import Preempted, TrainingDiverged, compiling_ahead
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,17 @@ def enable_compilation_cache() -> None:
 def run_mode(method: program.Method, config, mode: str, workdir: str | None, input_dir: str | None,
              allow_changes: bool = False, verbose: bool = False, output: str | None = None) -> int:
     """Runs `mode`; the console is compact unless `verbose` (console.setup), and the full log
-    goes to `<workdir>/log.txt`."""
+    goes to `<workdir>/log.txt`. Returns the exit code."""
+    code = _run_mode(method, config, mode, workdir, input_dir, allow_changes, verbose, output)
+    if code != 0 and compiling_ahead():
+        # The interpreter waits for those threads before it exits.
+        print("the training steps are still compiling in background threads, and XLA cannot stop a "
+              "compilation: the program exits when they finish", file=sys.stderr)
+    return code
+
+
+def _run_mode(method: program.Method, config, mode: str, workdir: str | None, input_dir: str | None,
+              allow_changes: bool, verbose: bool, output: str | None) -> int:
     console.setup(None, verbose=verbose)
     quiet_library_logs()
     enable_compilation_cache()

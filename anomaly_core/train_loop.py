@@ -133,9 +133,21 @@ def compile_ahead(stages: list[Stage], mesh: jax.sharding.Mesh, seed: int, abstr
 
     pool = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="compile_ahead")
     try:
-        return {stage.name: pool.submit(compile_step, stage) for stage in todo}
+        futures = {stage.name: pool.submit(compile_step, stage) for stage in todo}
     finally:
         pool.shutdown(wait=False)  # the threads end with their compilations
+    _AHEAD.update(futures.values())
+    return futures
+
+
+_AHEAD: set[Future] = set()  # every compilation compile_ahead started in this process
+
+
+def compiling_ahead() -> bool:
+    """Whether a compilation started by `compile_ahead` is still running (the interpreter
+    waits for it before exiting)."""
+    _AHEAD.difference_update([f for f in _AHEAD if f.done()])
+    return bool(_AHEAD)
 
 
 def _first_step(future: Future, jitted: Any, name: str, state: Any, batch: Any, index: np.int32) -> tuple[Any, Any]:

@@ -182,6 +182,16 @@ def test_a_failed_or_unfitting_compilation_ahead_falls_back_to_the_jit(tmp_path,
     assert any("the 'two' step compiled ahead does not take this state or batch" in w for w in warnings)
 
 
+def test_compiling_ahead_tells_whether_a_compilation_still_runs():
+    from anomaly_core import train_loop
+
+    running = Future()
+    train_loop._AHEAD.add(running)
+    assert train_loop.compiling_ahead()  # run_mode then says why the process does not exit yet
+    running.set_result(None)
+    assert not train_loop.compiling_ahead() and running not in train_loop._AHEAD
+
+
 class SigtermWhileLogging(EventWriter):
     """Sends this process SIGTERM while the metrics of `at_step` are written: after the loop
     has decided whether to checkpoint that step, which is when a real preemption often lands."""
