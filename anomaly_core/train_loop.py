@@ -24,7 +24,7 @@ import numpy as np
 from anomaly_core import parallel
 from anomaly_core.checkpointing import Checkpointer, abstract_like
 from anomaly_core.event_writer import EventWriter
-from anomaly_core.prefetch import prefetch_to_device
+from anomaly_core.prefetch import global_step_batch, prefetch_to_device
 from anomaly_core.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -90,18 +90,6 @@ def step_functions(stages: list[Stage], mesh: jax.sharding.Mesh, seed: int) -> d
     return {s.name: wrap(s) for s in stages}
 
 
-def abstract_batch(local: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh, k: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """The global step batch `prefetch_to_device` builds from k process-local batches shaped
-    like `local`: (B_global, ...) for k = 1, else (k, B_global, ...), batch axis sharded."""
-    sharding = parallel.batch_sharded(mesh, stacked=k > 1)
-    out = {}
-    for key, value in local.items():
-        value = np.asarray(value)
-        shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
-        out[key] = jax.ShapeDtypeStruct(((k,) if k > 1 else ()) + shape, value.dtype, sharding=sharding)
-    return out
-
-
 def compile_ahead(stages: list[Stage], mesh: jax.sharding.Mesh, seed: int, abstract_state: Any,
                   train_iter: Any, start: int = 0) -> dict[str, Future]:
     """Starts compiling, in background threads, the step of every stage that has steps left
@@ -109,9 +97,10 @@ def compile_ahead(stages: list[Stage], mesh: jax.sharding.Mesh, seed: int, abstr
     (initialisation compiles and runs its own program). Returns {stage name: Future of the
     compiled step} for `train(ahead=...)`.
 
-    `abstract_state`: the state's shapes, dtypes and (replicated) shardings; the batch shapes
-    come from one batch of `train_iter`, read and then un-read (`get_state` / `set_state`), so
-    the data order is unchanged.
+    `abstract_state`: the state's shapes, dtypes and (replicated) shardings; the batches'
+    come from a step batch built as the prefetcher builds it (`prefetch.global_step_batch`) of
+    batches of `train_iter` read and then un-read (`get_state` / `set_state`), so the data
+    order is unchanged.
     """
     total, todo = 0, []
     for stage in stages:
@@ -120,16 +109,18 @@ def compile_ahead(stages: list[Stage], mesh: jax.sharding.Mesh, seed: int, abstr
             todo.append(stage)
     if not todo:
         return {}
-    saved = train_iter.get_state()
-    local = next(train_iter)
-    train_iter.set_state(saved)
+    batches = {}
+    for k in {stage.batches_per_step for stage in todo}:
+        saved = train_iter.get_state()
+        batch = global_step_batch(train_iter, k, mesh)
+        train_iter.set_state(saved)
+        batches[k] = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), batch)
     jitted = step_functions(todo, mesh, seed)
     index = jax.ShapeDtypeStruct((), np.int32)
 
     def compile_step(stage: Stage):
         with jax.set_mesh(mesh):  # the mesh context is per thread
-            batch = abstract_batch(local, mesh, stage.batches_per_step)
-            return jitted[stage.name].lower(abstract_state, batch, index).compile()
+            return jitted[stage.name].lower(abstract_state, batches[stage.batches_per_step], index).compile()
 
     pool = ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="compile_ahead")
     try:
