@@ -71,7 +71,7 @@ def default_model_config() -> ml_collections.ConfigDict:
         width=64,  # base width ch: D and E filters ch x (1, 2, 4, 8, 16), G from 16 ch down to ch
         cbam_reduction=16,  # CBAM channel-gate MLP reduction r (hidden width max(1, C // r))
         spatial_norm="batch",  # CBAM spatial-gate norm: "batch" (reference) | "none"
-        generator_output="relu_tanh",  # "relu_tanh" (data in [0,1]) | "tanh" (data in [-1,1])
+        generator_output="relu_tanh",  # "relu_tanh" (data in [0,1]) | "tanh" (data in [-1,1]) | "linear" (unbounded)
         d_block="residual",  # "residual" | "conv"
         d_attention="cbam",  # "cbam" (the original's UNet(attention=True)) | "none"
         e_attention="none",  # "none" | "cbam"

@@ -14,7 +14,7 @@ from funetgan_jax.layers import SNConv, SNDense, instance_norm, upsample_nearest
 
 Array = jax.Array
 
-GENERATOR_OUTPUTS = ("relu_tanh", "tanh")
+GENERATOR_OUTPUTS = ("relu_tanh", "tanh", "linear")
 # Channel multipliers of width for 4x4 -> 128x128 (five stages).
 _MULTIPLIERS = (16, 16, 8, 4, 2, 1)
 
@@ -58,7 +58,9 @@ class GResBlock(nn.Module):
 class Generator(nn.Module):
     """z (B, z_dim) -> image (B, S, S, channels), in `dtype` (the computation dtype; params float32).
 
-    Outputs lie in [0, 1) for output='relu_tanh' (reference) and in (-1, 1) for 'tanh'.
+    Outputs lie in [0, 1) for output='relu_tanh' (reference) and in (-1, 1) for 'tanh';
+    'linear' returns tanh's argument (unbounded: a pixel pushed past the data range still
+    gets the critic's gradient, where tanh's saturates).
     """
 
     z_dim: int = 100
@@ -91,6 +93,8 @@ class Generator(nn.Module):
         h = BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="out_bn")(h, train=train)
         h = nn.Conv(self.channels, (3, 3), padding=1, kernel_init=torch_kernel_init,
                     bias_init=torch_bias_init(9 * self.width), dtype=self.dtype, name="out_conv")(h)
+        if self.output == "linear":
+            return h
         if self.output == "relu_tanh":
             h = nn.relu(h)
         return jnp.tanh(h)

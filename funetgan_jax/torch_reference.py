@@ -200,14 +200,14 @@ def generator_multipliers(image_size: int) -> tuple[int, ...]:
 class Generator(nn.Module):
     """z (B, z_dim) -> image (B, C, S, S), S = image_size.
 
-    Output in [0, 1) for output='relu_tanh' (reference) or (-1, 1) for 'tanh'.
+    Output in [0, 1) for output='relu_tanh' (reference), (-1, 1) for 'tanh', unbounded for 'linear'.
     """
 
     def __init__(self, z_dim: int = 100, ch: int = 64, img_channels: int = 3,
                  image_size: int = 128, cbam_reduction: int = 16,
                  spatial_norm: str = "batch", output: str = "relu_tanh", spectral_norm: str = "biggan"):
         super().__init__()
-        _check_choice("output", output, ("relu_tanh", "tanh"))
+        _check_choice("output", output, ("relu_tanh", "tanh", "linear"))
         widths = [ch * m for m in generator_multipliers(image_size)]
         self.first_width = widths[0]
         self.output = output
@@ -227,6 +227,8 @@ class Generator(nn.Module):
             for block in stage:
                 h = block(h)
         h = self.proj_o(h)
+        if self.output == "linear":
+            return h
         if self.output == "relu_tanh":
             h = F.relu(h)
         return torch.tanh(h)

@@ -100,3 +100,28 @@ def test_demo_scale_measures_the_stripe_period():
             (3, 64, 64, 3))
         assert first_peak(autocorrelation(images, axis=2)) == period
     assert first_peak(np.array([1.0, 0.8, 0.5, 0.2, 0.1])) is None
+
+
+def test_image_score_reductions_against_brute_force():
+    """benchmarks.funetgan_image_scores: the top-q mean is the mean of the k largest pixels
+    (k = round(q * H * W), at least 1); subtracting the training mean map cancels a bright
+    pixel every map has at one place, and standardising divides by the per-pixel spread."""
+    from benchmarks.funetgan_image_scores import SPREAD_FLOOR, reductions, top_fraction_mean
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 8, 8))
+    for q, k in ((0.005, 1), (0.05, 3), (0.2, 13), (1.0, 64)):
+        brute = np.array([np.mean(sorted(m.ravel())[-k:]) for m in maps])
+        np.testing.assert_allclose(top_fraction_mean(maps, q), brute, rtol=1e-12)
+    reference = 0.1 * rng.random((7, 8, 8))
+    reference[:, 0, 0] += 5.0  # an artefact at one place in every map
+    test = 0.1 * rng.random((4, 8, 8))
+    test[:, 0, 0] += 5.0
+    test[2, 4, 4] += 1.0  # one real defect
+    out = reductions(test, reference)
+    np.testing.assert_allclose(out["map: max"], test[:, 0, 0])  # the artefact decides every raw maximum
+    assert np.argmax(out["map - training mean: max"]) == 2
+    mu, sd = reference.mean(0), reference.std(0) + SPREAD_FLOOR
+    np.testing.assert_allclose(out["(map - training mean) / sd: mean"], ((test - mu) / sd).mean(axis=(1, 2)))
+    np.testing.assert_allclose(out["map: top 20.0%"], top_fraction_mean(test, 0.2))
+    assert len(out) == 3 * (2 + 6)

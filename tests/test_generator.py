@@ -52,7 +52,7 @@ def runs(tiny):
     that records the projection's output and the first block's input."""
     module, variables, z = tiny
     results = {}
-    for output in ("relu_tanh", "tanh"):
+    for output in ("relu_tanh", "tanh", "linear"):
         m = module.clone(output=output)
 
         @jit
@@ -103,6 +103,13 @@ def test_tiny_shapes_and_output_ranges(tiny, runs):
         assert set(state) == {"spectral", "batch_stats"}
     assert np.min(runs["tanh"][0]) < 0  # 'tanh' really reaches below zero, unlike 'relu_tanh'
     assert np.mean(runs["relu_tanh"][0] == 0) > 0.1  # ReLU before tanh clips to 0
+
+
+def test_linear_output_is_the_pre_activation(runs):
+    """'linear' returns what 'tanh' squashes (same parameters and latents), so it is unbounded."""
+    for k in (0, 1):  # the training and the eval forward
+        np.testing.assert_allclose(np.tanh(runs["linear"][k]), runs["tanh"][k], rtol=1e-5, atol=1e-6)
+    assert np.abs(runs["linear"][0]).max() > np.abs(runs["tanh"][0]).max()
 
 
 def test_projection_is_reshaped_channel_major(runs):

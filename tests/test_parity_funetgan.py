@@ -118,6 +118,12 @@ def test_generator_forward_parity(spectral_norm):
     check_forward("generator", tiny_config(spectral_norm=spectral_norm), single_output)
 
 
+def test_generator_forward_parity_linear_output():
+    """config.model.generator_output='linear' (no tanh) in both implementations."""
+    torch.manual_seed(0)
+    check_forward("generator", tiny_config(generator_output="linear"), single_output)
+
+
 @pytest.mark.parametrize("block", ["residual", "conv"])
 @pytest.mark.parametrize("attention", ["none", "cbam"])
 def test_discriminator_forward_parity(block, attention):
