@@ -8,7 +8,7 @@ crops with pasted foreign texture, scratches, colour blotches and holes, exact m
 written once in the MVTec layout to ~/.cache/funetgan_gon_jax/demo. Same code path as
 configs/mvtec_bottle.py, with a narrow network (width 4) at 64x64, where every defect of the
 demo keeps a visible mask, and short stages (400 generator and 300 encoder updates);
-':long' trains 750 and 750.
+':long' trains 750 and 750 and scores with a moving average of G's weights.
 
 Departures from the MVTec configs, each measured on this data (docs/TRAINING.md): no CBAM in
 the critic, n_critic 2 (a step fits the CPU budget), Adam 1e-3 and z_dim 64 (G learns the
@@ -75,6 +75,13 @@ def get_config(preset: str = ""):
     if preset == "long":
         config.train.generator_steps = 750
         config.train.encoder_steps = 750
+        # The encoder stage and the scoring use a moving average of G's weights. Any decay
+        # above 0.988 acts the same within 750 updates: the average's warm-up rule
+        # min(decay, (1 + n) / (10 + n)) binds: half the weight on the last 57 updates, 90% on
+        # the last 171.
+        # Seeds 0 / 1 / 2, image AUROC 0.926 / 0.964 / 0.960 -> 0.9475 / 0.961 / 0.960, pixel
+        # AUROC 0.983 / 0.982 / 0.974 -> 0.987 / 0.984 / 0.976 (docs/TRAINING.md section 12).
+        config.train.g_ema_decay = 0.995
         config.train.checkpoint_every = 375
         config.train.image_every = 250
     elif preset:
