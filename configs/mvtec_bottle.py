@@ -11,7 +11,9 @@ sums, relu(tanh) output, its encoder stage on D's logits; use it to reproduce th
 PyTorch code or to evaluate its files, docs/PARITY.md).
 Training dynamics that carry over from the demo measurements (docs/TRAINING.md): the
 critic without instance norm and the pixel-mean reduction (both scale-free in image size and
-width) and the tanh output; the quickstart's encoder settings were measured only at 64x64.
+width) and the tanh output; the quickstart's encoder settings were measured only at 64x64, and
+the moving average of G that `configs/quickstart.py:long` scores with stays off here
+(unmeasured at full size; `--config.train.g_ema_decay=0.999` turns it on).
 """
 from configs.funetgan_base import base_config, reference_dynamics, shrink
 
