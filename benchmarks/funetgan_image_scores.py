@@ -25,10 +25,9 @@ import platform
 
 import jax
 import numpy as np
-from sklearn.metrics import roc_auc_score
-
 from anomaly_core import data as data_lib
 from anomaly_core import evaluation
+from anomaly_core import metrics as metrics_lib
 from benchmarks.common import command_line, trained_run, write_results
 
 TOP_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
@@ -66,14 +65,13 @@ def main() -> None:
                                                   batch_size=int(config.eval.batch_size))
     test = scored["test"]
     labels = test.labels
-    defects = np.asarray([r.defect for r in test.records])
-    types = sorted(set(defects[labels == 1]))
-    rows = []
+    defects = [r.defect for r in test.records]
+    rows, types = [], []
     for name, scores in reductions(test.anomaly_maps, scored["train"].anomaly_maps).items():
-        row = {"score": name, "image_auroc": round(roc_auc_score(labels, scores), 3)}
-        for t in types:
-            keep = (labels == 0) | (defects == t)
-            row[t] = round(roc_auc_score(labels[keep], scores[keep]), 3)
+        per_type = metrics_lib.per_defect_metrics(scores, labels, defects)
+        types = list(per_type)
+        row = {"score": name, "image_auroc": round(metrics_lib.roc_auc(scores, labels), 3)}
+        row.update({t: round(m["image_auroc"], 3) for t, m in per_type.items()})
         rows.append(row)
         print(row, flush=True)
     meta = {"machine": f"{platform.machine()} {os.cpu_count()} CPU cores", "jax": jax.__version__,
