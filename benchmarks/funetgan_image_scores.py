@@ -66,12 +66,12 @@ def main() -> None:
     test = scored["test"]
     labels = test.labels
     defects = [r.defect for r in test.records]
-    rows, types = [], []
+    types = sorted({d for d, label in zip(defects, labels) if label == 1})  # per_defect_metrics' order
+    rows = []
     for name, scores in reductions(test.anomaly_maps, scored["train"].anomaly_maps).items():
         per_type = metrics_lib.per_defect_metrics(scores, labels, defects)
-        types = list(per_type)
         row = {"score": name, "image_auroc": round(metrics_lib.roc_auc(scores, labels), 3)}
-        row.update({t: round(m["image_auroc"], 3) for t, m in per_type.items()})
+        row.update({t: round(per_type[t]["image_auroc"], 3) for t in types})
         rows.append(row)
         print(row, flush=True)
     meta = {"machine": f"{platform.machine()} {os.cpu_count()} CPU cores", "jax": jax.__version__,
