@@ -14,8 +14,8 @@ from scipy import ndimage
 
 from anomaly_core import data as data_lib
 from anomaly_core import metrics as metrics_lib
+from anomaly_core.smoothing import GAUSSIAN_TRUNCATE
 
-GAUSSIAN_TRUNCATE = 4.0  # as the methods' map smoothing (scipy's default)
 
 
 def mean_image(data_cfg, split: Any = "train", batch_size: int = 32) -> np.ndarray:

@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from anomaly_core.data import augmentation
+
 CONFIG_FILE = "config.json"
 RUN_SECTIONS = ("seed", "method", "data", "model", "train")  # the run's; the rest is per use
 FIXED_SECTIONS = ("seed", "method", "model", "train")  # an override must not change these
@@ -52,6 +54,9 @@ def read(workdir: str) -> ml_collections.ConfigDict | None:
         return None
     except (OSError, ValueError) as e:
         raise ValueError(f"{path(workdir)} is not a readable config ({e}); pass the run's --config") from e
+    data_section = data.get("data") if isinstance(data, dict) else None
+    if isinstance(data_section, dict) and isinstance(data_section.get("augment"), bool):
+        data_section["augment"] = augmentation.LEGACY[data_section["augment"]]
     return ml_collections.ConfigDict(_tuples(data))
 
 

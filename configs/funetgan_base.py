@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.image_size = 128
     config.data.channels = 3
     config.data.value_range = (-1.0, 1.0)  # the generator's 'tanh' output range
-    config.data.augment = True  # RandomResizedCrop(scale 0.5-1.0) + horizontal flip
+    config.data.augment = "auto"  # crops + flips for textures, none for aligned objects (data/augmentation.py)
 
     config.model = default_model_config()
     config.model.d_norm = "none"

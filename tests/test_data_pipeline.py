@@ -74,7 +74,7 @@ def test_epochs_are_seeded_permutations(root):
 
 
 def test_augmentation_differs_between_epochs(root):
-    cfg = cfg_for(root)
+    cfg = cfg_for(root, augment="crop")
     batches = take(train_iterator(cfg, global_batch_size=N_TRAIN, seed=0), 2)
     order = [np.argsort(b["index"]) for b in batches]
     assert not np.allclose(batches[0]["image"][order[0]], batches[1]["image"][order[1]])
@@ -161,7 +161,7 @@ def test_eval_image_is_decode_then_resize(root):
 
 
 def test_unaugmented_cached_training_images_equal_eval_images(root):
-    cfg = cfg_for(root, augment=False, cache_images=True)
+    cfg = cfg_for(root, augment="none", cache_images=True)
     train = load_split(cfg, "train")
     evals = next(eval_batches(cfg, train, batch_size=N_TRAIN))
     it = train_iterator(cfg, global_batch_size=N_TRAIN, seed=0)

@@ -35,7 +35,7 @@ def launcher():
 def data_config(root: str = ""):
     cfg = data_lib.default_data_config()
     cfg.source, cfg.root, cfg.image_size, cfg.channels = "folder", root, SIZE, 3
-    cfg.val_fraction, cfg.augment, cfg.read_threads = 0.0, False, 1
+    cfg.val_fraction, cfg.augment, cfg.read_threads = 0.0, "none", 1
     return cfg
 
 

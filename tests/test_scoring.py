@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from anomaly_core import smoothing
 from funetgan_jax import scoring
 
 
@@ -57,7 +58,7 @@ def test_kappa_zero_needs_no_critic_features():
 @pytest.mark.parametrize("sigma", [0.1, 0.7, 1.1, 2.0, 4.0])
 def test_gaussian_smoothing_matches_scipy(sigma):
     maps = np.random.default_rng(0).random((2, 16, 12)).astype(np.float32)
-    smoothed = jax.jit(functools.partial(scoring.gaussian_smooth, sigma=sigma))(maps)
+    smoothed = jax.jit(functools.partial(smoothing.gaussian_smooth, sigma=sigma))(maps)
     # sigma 4 -> radius 16, wider than the 12-pixel axis: the reflection repeats
     expected = gaussian_filter(maps.astype(np.float64), sigma=(0, sigma, sigma), mode="reflect", truncate=4.0)
     np.testing.assert_allclose(smoothed, expected, atol=1e-5)
@@ -65,7 +66,7 @@ def test_gaussian_smoothing_matches_scipy(sigma):
 
 def test_gaussian_kernel_radius_follows_scipy():
     # int(4 * 1.1 + 0.5) = 4 -> 9 taps (ceil would give 5 -> 11 taps)
-    taps = scoring.gaussian_kernel(1.1)
+    taps = smoothing.gaussian_kernel(1.1)
     assert taps.shape == (9,)
     np.testing.assert_allclose(taps.sum(), 1.0)
     np.testing.assert_allclose(taps[4] / taps[5], np.exp(0.5 / 1.1**2))

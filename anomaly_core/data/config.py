@@ -7,6 +7,7 @@ import os
 import ml_collections
 
 from anomaly_core import settings
+from anomaly_core.data import augmentation
 from anomaly_core.data.mnist_corrupted import MNIST_CORRUPTIONS
 
 SOURCES = ("mvtec", "folder", "demo", "mnist_corrupted", "digits", "mnist_c_local")
@@ -36,7 +37,10 @@ def default_data_config() -> ml_collections.ConfigDict:
         normal) or class folders as in test/ ('good'/'normal' = normal), masks in
         <val_dir>/ground_truth/<defect>/<stem>_mask.png.
       seed: seed of the validation slice (and of the digits split).
-      augment: training augmentation on/off (RandomResizedCrop + horizontal flip).
+      augment: training augmentation: 'auto' (per category: 'crop' for textures,
+        'none' for aligned objects and one's own folders), 'crop' (RandomResizedCrop +
+        horizontal flip), 'flip' (horizontal flip only) or 'none'; see
+        anomaly_core/data/augmentation.py.
       crop_scale: RandomResizedCrop area range; the aspect-ratio range is
         torchvision's default (3/4, 4/3).
       hflip: random horizontal flip (p = 0.5) in training.
@@ -74,7 +78,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             val_fraction=0.1,
             val_dir="",
             seed=0,
-            augment=True,
+            augment="auto",
             crop_scale=(0.5, 1.0),
             hflip=True,
             strict=False,
@@ -120,6 +124,8 @@ def data_rules() -> list[settings.Rule]:
                       lambda v: tuple(float(x) for x in v) in ((0.0, 1.0), (-1.0, 1.0))),
         settings.integer("config.data.image_size", 1),
         settings.number("config.data.val_fraction", 0, 1, high_open=True),
+        settings.Rule("config.data.augment", "one of " + ", ".join(augmentation.AUGMENTATIONS),
+                      augmentation.valid_setting),
         settings.Rule("config.data.crop_scale", "(low, high) with 0 < low <= high <= 1", _unit_interval_pair),
         settings.integer("config.data.num_workers", 0),
         settings.integer("config.data.read_threads", 1),

@@ -14,7 +14,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from anomaly_core.data import image_io, transforms
+from anomaly_core.data import augmentation, image_io, transforms
 from anomaly_core.data.config import validate_data_config
 from anomaly_core.data.records import DataError, Split
 from anomaly_core.data.splits import load_split
@@ -99,16 +99,18 @@ class _TrainExample(grain.transforms.RandomMap):
 
     def __init__(self, loader: ExampleLoader, data_cfg: ml_collections.ConfigDict):
         self.loader = loader
-        self.augment = bool(data_cfg.augment)
+        # Per record: pooled categories may be of both kinds (config.data.augment 'auto').
+        self.kinds = [augmentation.resolve(data_cfg.augment, r.category) for r in loader.split.records]
         self.crop_scale = tuple(float(v) for v in data_cfg.crop_scale)
         self.hflip = bool(data_cfg.hflip)
 
     def random_map(self, element: int, rng: np.random.Generator):
         i = int(element)
         image, mask = self.loader.base(i)
-        if self.augment:
+        kind = self.kinds[i]
+        if kind != "none":
             image, mask = transforms.augment(
-                image, mask, rng, crop_scale=self.crop_scale, hflip=self.hflip
+                image, mask, rng, crop_scale=self.crop_scale if kind == "crop" else None, hflip=self.hflip
             )
         return self.loader.example(i, image, mask)
 
