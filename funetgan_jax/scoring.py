@@ -1,9 +1,11 @@
 """f-UNetGAN anomaly maps and image scores (docs/METHODS.md 1.7).
 
-The reference's map, |xr - x| + mean(|f_dec(xr) - f_dec(x)|), adds ONE scalar averaged
-over the whole batch and all pixels and channels to every pixel: the feature term then
-neither localises nor separates images. We use the per-pixel, per-image feature distance
-(the pixel features are at image resolution), averaged over channels.
+The reference's map (utils/test.py), |xr - x| + mean(|f_dec(xr) - f_dec(x)|) on D's decoder
+features, adds ONE scalar averaged over the whole batch and all pixels and channels to every
+pixel: that term then neither localises nor separates images. We use a per-pixel, per-image
+distance between D's outputs of x and xr, averaged over channels: its pixel logits by default
+(config.train.encoder_target='logits'), its decoder features with 'features' (both are at image
+resolution); docs/METHODS.md section 6 compares the two scorings.
 """
 
 from collections.abc import Callable
