@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -208,8 +209,10 @@ def evaluate(
     ev = config.eval
     val = score_split(score_fn, config.data, splits["val"], mesh, batch_size=ev.batch_size)
     test_split = splits["test"]
+    started = time.perf_counter()  # the scoring program was compiled by the validation pass
     test = score_split(score_fn, config.data, test_split, mesh, batch_size=ev.batch_size,
                        max_panels=ev.max_panels)
+    test_scoring_s = time.perf_counter() - started
     if test is None:
         raise ValueError(f"the test split of config.data (source {config.data.source!r}) is empty")
     if val is None:
@@ -239,6 +242,9 @@ def evaluate(
         "image_score": str(ev.get("image_score", "method default")),
         "train_steps": int(step),  # the step of the evaluated checkpoint
         "checkpoint": checkpoint,  # how it was selected (config.eval.checkpoint)
+        # Wall time of the test split's scoring pass (decoding, scoring, panels kept; no
+        # compilation when the validation split was scored first with the same batch shape).
+        "test_scoring_s": round(test_scoring_s, 3),
     }
     if jax.process_index() == 0:
         thr = results.get("thresholds", {}).get("image", {}).get("value")

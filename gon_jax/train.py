@@ -18,6 +18,7 @@ import optax
 
 from anomaly_core import data as data_lib
 from anomaly_core import program, settings
+from anomaly_core.smoothing import gaussian_smooth
 from anomaly_core.train_loop import Stage
 from gon_jax.build import build_gon_model, describe as describe_model, init_variables, model_rules
 from gon_jax.losses import cae_mse_loss
@@ -108,6 +109,7 @@ def score_fn(config):
     model = build_gon_model(config.model)
     ev = config.eval
     latent_batch_size = None if uses_context(config) else config.train.batch_size
+    sigma = float(ev.get("smoothing_sigma", 0.0))  # runs saved before the setting existed: unsmoothed
 
     def score(state, batch):
         context = state["context"] if uses_context(config) else None
@@ -117,7 +119,9 @@ def score_fn(config):
             bn_statistics=ev.bn_statistics, context=context, latent_batch_size=latent_batch_size,
             chunk_size=ev.chunk_size or None,
         )
-        return {"image_score": per_image, "anomaly_map": per_pixel, "reconstruction": recon}
+        # The image score stays the unsmoothed mean squared error (the GON reference's score).
+        return {"image_score": per_image, "anomaly_map": gaussian_smooth(per_pixel, sigma),
+                "reconstruction": recon}
 
     return score
 
