@@ -113,6 +113,7 @@ def run_part(part: Part, out: str, *, tiny: bool, timeout_s: float) -> dict[str,
     record["wall_s"] = round(wall, 1)
     if rc is None:
         record["status"] = f"cut short at {wall:.0f} s (budget {timeout_s:.0f} s)"
+        record["log_tail"] = _tail(record["log"])  # how far it got (the scripts print each stage and row)
     elif rc != 0:
         record["status"] = f"failed (exit code {rc}; see the log)"
         record["log_tail"] = _tail(record["log"])

@@ -58,7 +58,7 @@ def test_tiny_suite_records_every_part(tmp_path, monkeypatch):
         r = records[name]
         assert r["status"].startswith("cut short at ") and r["budget_s"] == 3.0 and "rows" not in r
         assert "--tiny" not in r["command"] and "--size reduced" in r["command"]
-        assert os.path.exists(r["log"])
+        assert os.path.exists(r["log"]) and isinstance(r["log_tail"], str)
     md = open(out + ".md").read()
     for name in names:
         assert f"| {name} | {records[name]['status']} |" in md
