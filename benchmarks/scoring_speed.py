@@ -125,6 +125,20 @@ def measure_mode(config, *, batch: int, steps: int, warmup: int, rng: np.random.
     return row
 
 
+def convolution_layouts(compiled: common.Compiled) -> str | None:
+    """'n of m': how many of the compiled program's m convolutions have XLA:CPU's canonical
+    layout (b01f_01io->b01f), the form its fast (Eigen) convolution runs; the others fall to
+    a slow loop emitter (docs/BENCHMARKS.md, the quickstart step's story). None without HLO text."""
+    import re
+
+    try:
+        text = compiled.executable.as_text()
+    except Exception:  # noqa: BLE001 - not every backend gives the optimised HLO
+        return None
+    labels = re.findall(r"= \S+ convolution\(.*?dim_labels=([^,\s]+)", text)
+    return f"{sum(d == 'b01f_01io->b01f' for d in labels)} of {len(labels)}"
+
+
 def profile_encoder_only(config, *, batch: int, steps: int, warmup: int,
                          rng: np.random.Generator) -> list[dict[str, Any]]:
     """Where f-UNetGAN's encoder-only score spends its time: E forward, G forward, the map +
@@ -160,7 +174,7 @@ def profile_encoder_only(config, *, batch: int, steps: int, warmup: int,
         rows.append({"piece": k, "gflop_per_image": flops / batch / 1e9 if flops else None,
                      "median_ms": timings[k].median * 1e3, "min_ms": timings[k].min * 1e3,
                      "images_per_s": batch / timings[k].median, "share_of_whole": timings[k].median / whole,
-                     "compile_s": round(c.lower_s + c.compile_s, 1)})
+                     "compile_s": round(c.lower_s + c.compile_s, 1), "canonical_convs": convolution_layouts(c)})
     return rows
 
 
@@ -207,7 +221,7 @@ def main(argv: list[str] | None = None) -> str:
         prof = profile_encoder_only(config, batch=args.batch, steps=args.steps, warmup=args.warmup, rng=rng)
         pcols = [("piece", "piece"), ("gflop_per_image", "GFLOP/image (XLA)"), ("median_ms", "median ms"),
                  ("min_ms", "min ms"), ("images_per_s", "images/s"), ("share_of_whole", "x the whole score"),
-                 ("compile_s", "compile s")]
+                 ("compile_s", "compile s"), ("canonical_convs", "convolutions in XLA:CPU's fast layout")]
         pmd = common.write_results(args.out + "_profile", title=f"f-UNetGAN encoder-only score, by piece "
                                    f"(batch {args.batch})", command=common.command_line(), meta=meta, rows=prof,
                                    columns=pcols, notes=["Each piece compiled as its own program on the same "

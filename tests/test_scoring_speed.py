@@ -57,5 +57,25 @@ def test_tiny_run_writes_a_row_per_mode_and_the_profile(tmp_path):
     assert [p["piece"].split(" ")[0] for p in prof] == ["E", "G", "map", "smoothing", "whole"]
     whole = prof[-1]
     assert whole["share_of_whole"] == 1.0
+    for p in prof:
+        done, _, total = p["canonical_convs"].partition(" of ")
+        assert 0 <= int(done) <= int(total), p
+    assert int(whole["canonical_convs"].partition(" of ")[2]) > 0
     # XLA's FLOP count of the whole score is at least that of its two networks
     assert whole["gflop_per_image"] >= prof[0]["gflop_per_image"] + prof[1]["gflop_per_image"] - 1e-9
+
+
+def test_quickstart_encoder_only_convolutions_take_the_fast_path():
+    """At the quickstart's size every convolution of the encoder-only score compiles to
+    XLA:CPU's canonical layout (none on the slow loop emitter; at 32 px, E's last block at
+    2x2 would not). A change that loses it shows here, not only as a slower benchmark."""
+    import jax.numpy as jnp
+
+    from benchmarks import common
+    from funetgan_jax import train as ft
+
+    _, _, config = scoring_speed.cases()[0]
+    state = scoring_speed._state(config)
+    compiled = common.compile_jax(ft.score_fn(config), state, {"image": jnp.zeros((2, 64, 64, 3), jnp.float32)})
+    done, _, total = scoring_speed.convolution_layouts(compiled).partition(" of ")
+    assert int(total) >= 20 and done == total
