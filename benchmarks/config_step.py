@@ -95,9 +95,11 @@ def main(argv: list[str] | None = None) -> str:
         rows.append({"stage": stage, "label": args.label, "lower_s": compiled.lower_s, "compile_s": compiled.compile_s,
                      "median_ms": median * 1e3, "min_ms": min(times) * 1e3, "images_per_s": images / median,
                      "gflop_per_step": flops / 1e9 if flops else None})
+    peak_mem, peak_kind = common.device_peak_memory()
     meta = {**common.machine_info(), "config": args.config, "label": args.label,
             "batch": config.train.batch_size, "steps_timed": args.steps, "warmup": args.warmup,
-            "compiler_options": options or {}}
+            "compiler_options": options or {}, "peak_memory_mb": round(peak_mem / 2**20),
+            "peak_memory_kind": peak_kind}
     columns = [("stage", "stage"), ("label", "code"), ("lower_s", "trace+lower s"), ("compile_s", "compile s"),
                ("median_ms", "median ms"), ("min_ms", "min ms"), ("images_per_s", "images/s"),
                ("gflop_per_step", "GFLOP/step (XLA)")]

@@ -27,6 +27,9 @@ import numpy as np
 from benchmarks import common
 
 NAME = "train_steps"
+# The f-UNetGAN steps' names (as --only matches them; the fused one is followed by its counts).
+FUNETGAN_STEPS = ("f-UNetGAN D step (2 GPs + Mixup)", "f-UNetGAN G step", "f-UNetGAN E step",
+                  "f-UNetGAN adversarial step, fused")
 
 
 # ----------------------------------------------------------------------------- configs
@@ -82,15 +85,16 @@ def _funetgan_jax_specs(size, batch, precision, fused, rng, key) -> list[tuple]:
         return ft.encoder_step(config, state, {"image": x}, key)
 
     copy = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731 - every step donates its own copy
+    d_name, g_name, e_name, fused_name = FUNETGAN_STEPS
     specs = [
-        ("f-UNetGAN D step (2 GPs + Mixup)", d_step, (copy((state["g"], state["d"], state["opt_d"])), x, key), batch),
-        ("f-UNetGAN G step", g_step, (copy((state["g"], state["d"], state["opt_g"])), z), batch),
-        ("f-UNetGAN E step", e_step, (copy(state), x, key), batch),
+        (d_name, d_step, (copy((state["g"], state["d"], state["opt_d"])), x, key), batch),
+        (g_name, g_step, (copy((state["g"], state["d"], state["opt_g"])), z), batch),
+        (e_name, e_step, (copy(state), x, key), batch),
     ]
     if fused:
         n = config.train.n_critic
         xs = jnp.broadcast_to(x, (n, *x.shape))
-        specs.append((f"f-UNetGAN adversarial step, fused ({n} D + 1 G)",
+        specs.append((f"{fused_name} ({n} D + 1 G)",
                       lambda st, b, k: ft.adversarial_step(config, st, b, k), (copy(state), {"image": xs}, key),
                       n * batch))
     return specs
@@ -104,7 +108,7 @@ def jax_steps(size: str, batch: int, precision: str, fused: bool, only: str = ""
     steps: dict[str, dict[str, Any]] = {}
     key = jax.random.key(1)
     specs = []
-    if _selected("f-UNetGAN", only):
+    if any(_selected(name, only) for name in FUNETGAN_STEPS):
         specs += _funetgan_jax_specs(size, batch, precision, fused, rng, key)
     for kind, label in (("conv_gon", "GON step (inner gradient)"), ("cae", "CAE step")):
         if not _selected(label, only):
