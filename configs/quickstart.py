@@ -16,48 +16,21 @@ latent_weight 1), and scoring refines E(x) by 75 Adam steps, maps the residual a
 takes the map's mean as image score. Each setting's meaning and measured reason:
 docs/TRAINING.md section 3 (the experiments: docs/EXPERIMENT_LOG.md).
 """
-from configs.funetgan_base import base_config
+from configs.funetgan_base import base_config, cpu_size
 
 
 def get_config(preset: str = ""):
-    config = base_config()
+    config = cpu_size(base_config())
     config.data.source = "demo"
     config.data.root = ""  # '' = the cache folder above
-    config.data.image_size = config.model.image_size = 64
-    # Augmentation: the shared default, RandomResizedCrop(scale 0.5-1) + flips; the demo's test
-    # bricks are about 1.18x wider than the training crops' (docs/TRAINING.md section 3).
-    config.model.width = 4
-    config.model.z_dim = 64
-    # No CBAM in the critic (the original's default has it): faster on a CPU and no worse here
-    # (docs/TRAINING.md section 3).
-    config.model.d_attention = "none"
-    config.train.batch_size = 8
-    config.train.n_critic = 2
+    # Augmentation 'auto' gives the demo's texture crops RandomResizedCrop(scale 0.5-1) + flips;
+    # the demo's test bricks are about 1.18x wider than the training crops' (docs/TRAINING.md
+    # section 3).
     # Stage lengths in updates: 400 generator updates (each after n_critic critic updates) fit
     # the 5-minute CPU budget and beat 300 on pixel AUROC on three seeds (docs/TRAINING.md section 3).
     config.train.generator_steps = 400
-    config.train.encoder_steps = 300
-    # Adam 1e-3 (not the MVTec configs' 1e-4): at 2e-4 G collapsed to one pattern within 300
-    # updates (docs/TRAINING.md section 3).
-    config.train.lr_g = config.train.lr_d = 1e-3
-    config.train.lr_e = 1e-3
-    # The encoder trains on the image residual plus f-AnoGAN's latent regression, without the
-    # critic's terms, which swamped the image term (docs/TRAINING.md section 3).
-    config.train.kappa = 0.0
-    config.train.latent_weight = 1.0
-    config.train.log_every = 50
     config.train.checkpoint_every = 150
     config.train.image_every = 100
-    config.eval.kappa = 0.0
-    # Scoring: z = E(x) refined by refine_steps Adam steps of rate refine_lr on ||G(z) - x||^2,
-    # then the residual |x - G(z)| alone (critic_weight 0), smoothed with sigma 4 (the shared
-    # default), its mean the image score. 75 steps scored like 100 and 200 (within 0.02 image
-    # AUROC) at under half of 200's cost; each step is a G forward and backward per image
-    # (docs/TRAINING.md section 3).
-    config.eval.refine_steps = 75
-    config.eval.refine_lr = 0.13
-    config.eval.critic_weight = 0.0
-    config.eval.image_score = "mean_map"
     # 20: the 60 test crops in 3 full batches, the 12 validation crops in one (padding rows are
     # refined like real ones).
     config.eval.batch_size = 20
