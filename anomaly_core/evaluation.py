@@ -9,6 +9,7 @@ the validation split only, computes the metrics and writes the outputs: an evalu
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -250,39 +251,22 @@ def evaluate(
         thr = results.get("thresholds", {}).get("image", {}).get("value")
         predicted = (test.image_scores > thr).astype(int) if thr is not None else np.full(len(test.labels), -1)
         final = evaluation_dir(workdir)
-        staging = output_folder.stage(final)
         result = report.Evaluation(
             metrics=results, records=test.records, image_scores=test.image_scores, predicted_labels=predicted,
             anomaly_maps=test.anomaly_maps, masks=test.masks, images=test.images,
             reconstructions=test.reconstructions, panel_indices=test.panel_indices)
-        report.write_evaluation(
-            staging,
-            result,
-            max_panels=ev.max_panels,
-            value_range=tuple(config.data.value_range),
-            pixel_threshold=results.get("thresholds", {}).get("pixel", {}).get("value"),
-            writer=writer,
-            step=step,
-        )
-        output_folder.publish(staging, final)
+        with output_folder.replacing(final, "<workdir>/eval", keep_unmarked=True) as staging:
+            report.write_evaluation(
+                staging,
+                result,
+                max_panels=ev.max_panels,
+                value_range=tuple(config.data.value_range),
+                pixel_threshold=results.get("thresholds", {}).get("pixel", {}).get("value"),
+                writer=writer,
+                step=step,
+            )
         log.info("evaluation outputs in %s", final)
     return results
-
-
-PREDICT_FILES = ("predictions.csv", "_heatmap.png", "_mask.png")  # what a prediction folder holds
-
-
-def _check_replaceable(folder: str) -> None:
-    """A prediction replaces its output folder whole: refuse one that holds anything but an
-    earlier prediction's files (never delete a user's own files)."""
-    if not os.path.exists(folder):
-        return
-    if not os.path.isdir(folder):
-        raise ValueError(f"--output={folder} is a file; predictions need a folder")
-    foreign = [n for n in os.listdir(folder) if not n.endswith(PREDICT_FILES)]
-    if foreign:
-        raise ValueError(f"--output={folder} holds files that are not an earlier prediction's (e.g. {foreign[0]}); "
-                         "each prediction replaces its folder whole, so choose a new or empty folder")
 
 
 def heatmap_range(pixel_threshold: float | None) -> tuple[float, float] | None:
@@ -317,19 +301,31 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
     `heatmap_range` | predicted defect region; verdict and scores in the title) and the
     binary predicted mask `<stem>_mask.png` (map > pixel threshold, model resolution).
 
-    The outputs are written into a fresh folder that replaces `predict/` only once complete,
-    so the folder always holds one prediction run (an interrupted one leaves the previous).
+    The outputs are written into a fresh folder that replaces the output folder only once
+    complete (`output_folder.replacing`), so it always holds one prediction run (an
+    interrupted one leaves the previous); an `output` folder holding files this program did
+    not write is refused.
     A progress line is logged every `PREDICT_LOG_EVERY` images. The image threshold comes
     from the run's metrics.json (`saved_metrics`: fitted on validation data at evaluation
     time); without it, scores are written with no predicted label.
     """
-    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by eval_rules (program.check_config)
     folder = data_lib.load_image_folder(input_dir, config.data)
     if folder.arrays is None:
         _warn_resized(folder.paths, int(config.data.image_size), int(config.data.max_image_pixels))
     final = os.path.abspath(output or os.path.join(workdir, "predict"))
-    _check_replaceable(final)
-    outdir = output_folder.stage(final) if jax.process_index() == 0 else ""
+    # Only process 0 writes; an explicit --output that holds a user's files is refused.
+    owned = (output_folder.replacing(final, "--output", keep_unmarked=output is None) if jax.process_index() == 0
+             else contextlib.nullcontext(""))
+    with owned as outdir:
+        rows = _predict_into(outdir, score_fn, config, workdir, folder, mesh)
+    log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)
+    return final
+
+
+def _predict_into(outdir: str, score_fn: ScoreFn, config, workdir: str, folder, mesh) -> list[tuple[str, float, Any]]:
+    """predict's scoring and files, written into the staging folder `outdir` (process 0);
+    returns the rows of predictions.csv."""
+    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by eval_rules (program.check_config)
     threshold = pixel_threshold = None
     saved = saved_metrics(workdir)
     if saved is not None:
@@ -378,6 +374,4 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
             w.writerow([path, f"{s:.8g}", "" if not threshold else f"{s / threshold:.6g}", pred,
                         "" if threshold is None else f"{threshold:.8g}"])
         report.write_atomically(os.path.join(outdir, "predictions.csv"), text.getvalue().encode("utf-8"))
-        output_folder.publish(outdir, final)
-    log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)
-    return final
+    return rows

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from anomaly_core import parallel, program
+from anomaly_core import output_folder, parallel, program
 from anomaly_core.data import load_split
 from configs.gon_base import shrink_gon
 from configs.gon_quickstart import get_config
@@ -269,12 +269,13 @@ def test_predict_output_a_person_can_act_on(trained, tmp_path, monkeypatch):
     shutil.copy(os.path.join(images, sorted(os.listdir(images))[0]), one / "x.png")
     program.predict(gon_train.METHOD, config, workdir, str(one), out)
     assert len(list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))) == 1
-    assert sorted(os.listdir(out)) == ["00000_x_heatmap.png", "00000_x_mask.png", "predictions.csv"]
+    assert sorted(os.listdir(out)) == [output_folder.MARKER, "00000_x_heatmap.png", "00000_x_mask.png",
+                                       "predictions.csv"]
     # A folder of the user's own files is never replaced.
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    with pytest.raises(ValueError, match="not an earlier prediction's"):
+    with pytest.raises(ValueError, match="holds files this program did not write"):
         program.predict(gon_train.METHOD, config, workdir, str(one), str(mine))
     assert (mine / "notes.txt").read_text() == "keep"
 
