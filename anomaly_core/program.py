@@ -214,7 +214,7 @@ def shared_rules(config) -> list[settings.Rule]:
     """The constraints of the settings the shared program reads, whatever the method."""
     d = config.data
     rules = [
-        settings.integer("config.seed"),
+        settings.integer("config.seed", 0),
         *data_lib.data_rules(),
         settings.integer("config.train.batch_size", 1),
         settings.integer("config.train.log_every", 1),
@@ -242,6 +242,12 @@ def check_config(config, method: Method) -> None:
                 f"(e.g. {method.example_config}); this config looks like another method's. Check "
                 "--config and --config.method.")
     settings.check(config, [*shared_rules(config), *method.settings(config)])
+    stages = method.stages(config)
+    if sum(s.num_steps for s in stages) < 1:
+        # An untrained network would be evaluated and reported like a trained one.
+        raise settings.SettingError(
+            "the training stages (" + ", ".join(f"{s.name}: 0 steps" for s in stages) + ") train no step: at least "
+            "one step in all is needed (the steps settings of the config); an untrained network is not evaluated")
 
 
 def init_key(seed: int) -> jax.Array:
