@@ -119,6 +119,7 @@ class ScoredSplit:
     images: np.ndarray | None = None  # (P, H, W, C) first P examples, for panels
     reconstructions: np.ndarray | None = None
     panel_indices: list[int] | None = None  # record indices of `images`
+    unreadable: list[str] = dataclasses.field(default_factory=list)  # paths left out: unreadable when scored
 
 
 def gather(x: jax.Array) -> np.ndarray:
@@ -139,6 +140,7 @@ def score_batches(
     """Runs `score_fn` over padded batches; returns arrays of the `n` examples in order.
 
     Images and reconstructions are kept only for the example indices in `keep` (panels).
+    'index' holds the indices scored; 'missing' those whose file could not be read any more.
     """
     out: dict[str, list] = {k: [] for k in ("index", "image_score", "anomaly_map", "mask", "label")}
     keep_set = set(int(i) for i in keep)
@@ -158,8 +160,11 @@ def score_batches(
     cat = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
     order = np.argsort(cat["index"], kind="stable")
     cat = {k: v[order] for k, v in cat.items()}
-    if not np.array_equal(cat["index"], np.arange(n)):
-        raise RuntimeError(f"evaluation scored {len(cat['index'])} examples, expected each of {n} exactly once")
+    scored = cat["index"].astype(np.int64)
+    if len(np.unique(scored)) != len(scored) or not np.isin(scored, np.arange(n)).all():
+        raise RuntimeError(f"evaluation scored {len(scored)} examples, expected each of {n} at most once")
+    # A record that is not scored could not be read any more (the loader named it; data.pipeline).
+    cat["missing"] = np.setdiff1d(np.arange(n), scored)
     if keep_set:
         order_kept = sorted(kept)
         cat["panel_indices"] = order_kept
@@ -180,16 +185,20 @@ def score_split(
     )
     keep = report.select_panels(loaded.records, max_panels) if max_panels else ()
     cat = score_batches(score_fn, batches, mesh, n=len(loaded), keep=keep)
+    scored = [int(i) for i in cat["index"]]
+    position = {i: p for p, i in enumerate(scored)}
+    panels = cat.get("panel_indices")
     return ScoredSplit(
         split=loaded.name,
-        records=list(loaded.records),
+        records=[loaded.records[i] for i in scored],
         labels=cat["label"].astype(np.int32),
         image_scores=cat["image_score"].astype(np.float64),
         anomaly_maps=cat["anomaly_map"].astype(np.float32),
         masks=cat["mask"].astype(np.float32) if loaded.has_masks else None,
         images=cat.get("images"),
         reconstructions=cat.get("reconstructions"),
-        panel_indices=cat.get("panel_indices"),
+        panel_indices=None if panels is None else [position[i] for i in panels],
+        unreadable=[loaded.records[int(i)].path for i in cat["missing"]],
     )
 
 
@@ -216,6 +225,7 @@ def evaluate(
     test_scoring_s = time.perf_counter() - started
     if test is None:
         raise ValueError(f"the test split of config.data (source {config.data.source!r}) is empty")
+    unreadable = [*(val.unreadable if val is not None else []), *test.unreadable]
     if val is None:
         log.warning("validation split is empty (config.data.val_fraction=%s): thresholds cannot be fitted "
                     "without touching the test set, so threshold metrics are omitted", config.data.val_fraction)
@@ -243,10 +253,15 @@ def evaluate(
         "image_score": str(ev.get("image_score", "method default")),
         "train_steps": int(step),  # the step of the evaluated checkpoint
         "checkpoint": checkpoint,  # how it was selected (config.eval.checkpoint)
+        # Files listed at start-up that could not be read when scored (vanished, rewritten).
+        "unreadable_files": {"count": len(unreadable), "paths": unreadable},
         # Wall time of the test split's scoring pass (decoding, scoring, panels kept; no
         # compilation when the validation split was scored first with the same batch shape).
         "test_scoring_s": round(test_scoring_s, 3),
     }
+    if unreadable:
+        log.warning("%d listed file(s) could not be read when scored and were left out of the metrics (named "
+                    "above; listed in metrics.json): %s", len(unreadable), ", ".join(unreadable[:5]))
     if jax.process_index() == 0:
         thr = results.get("thresholds", {}).get("image", {}).get("value")
         predicted = (test.image_scores > thr).astype(int) if thr is not None else np.full(len(test.labels), -1)

@@ -16,7 +16,7 @@ import pytest
 
 from anomaly_core import evaluation, output_folder, parallel
 from anomaly_core.checkpointing import CheckpointError
-from tests.data_fixtures import make_tree, noise_image, tiny_config, write_image
+from tests.data_fixtures import make_tree, mean_score_fn, noise_image, tiny_config, write_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,22 +25,10 @@ def _config(root: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"data": tiny_config(root), "eval": {"batch_size": 4, "predict_heatmaps": -1}})
 
 
-def _score(delay: float = 0.0):
-    """A stand-in for a trained method's score function (no training needed)."""
-
-    def score(batch):
-        time.sleep(delay)
-        image = batch["image"]
-        return {"image_score": image.mean(axis=(1, 2, 3)), "anomaly_map": image.mean(axis=-1),
-                "reconstruction": image}
-
-    return score
-
-
 def predict(input_dir: str, output: str | None, workdir: str, delay: float = 0.0) -> str:
     mesh = parallel.make_mesh()
     with jax.set_mesh(mesh):
-        return evaluation.predict(_score(delay), _config(input_dir), workdir, input_dir, mesh, output)
+        return evaluation.predict(mean_score_fn(delay), _config(input_dir), workdir, input_dir, mesh, output)
 
 
 @pytest.fixture
