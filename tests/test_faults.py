@@ -359,3 +359,40 @@ def test_stage_without_the_best_metric_survives_checkpoint_cleanup(tmp_path):
     finally:
         ckpt.close()
     assert ran == 10 and steps[-2:] == [8, 10]
+
+
+@contextlib.contextmanager
+def immutable(path: str):
+    """`chattr +i path`: no file can be created, renamed or removed in it, also by root
+    (which chmod does not stop)."""
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", path], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here (needs root and a file system with attributes)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", path], check=False)
+
+
+def test_unwritable_checkpoints_folder_mid_run_exits_within_seconds(launcher, tmp_path):
+    """Issue 29, item 7: the failed write ended the run with one line, then the process sat
+    300 s in Orbax's background threads before exiting."""
+    workdir = str(tmp_path / "run")
+    args = [*CONFIG, f"--workdir={workdir}", "--config.train.steps=400"]
+    child = launcher.start(args, str(tmp_path / "run.log"))
+    ckpts = os.path.join(workdir, "checkpoints")
+    deadline = time.monotonic() + 300
+    while child.poll() is None and time.monotonic() < deadline:
+        if os.path.isdir(os.path.join(ckpts, str(2 * EVERY))):
+            break
+        time.sleep(0.005)
+    with immutable(ckpts):
+        start = time.monotonic()
+        code = child.wait(300)
+        took = time.monotonic() - start
+    text = child.log()
+    print(f"\nunwritable checkpoints folder: exit {code} {took:.1f} s after it became unwritable")
+    assert code == 2, text[-3000:]
+    assert re.search(r"error: writing checkpoints in \S+ failed by step \d+ \(Operation not permitted\); the "
+                     r"checkpoints written before \(newest: step \d+\) are kept", text), text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert took < 15, f"exited {took:.0f} s after the checkpoints folder became unwritable"
