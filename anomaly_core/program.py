@@ -157,6 +157,7 @@ def check_resume(ckpt: Checkpointer, method: Method, config, *, allow_changes: b
 # What a checkpoint's state only fits, or only means something with: the network's settings
 # and what it sees (run_config.INPUT_SETTINGS).
 TRAINED_SETTINGS = ("config.model.", *(f"config.{n}" for n in run_config.INPUT_SETTINGS))
+COMPUTE_DTYPE = precision.DTYPE_RULE.name  # not among them: the parameters are float32 whatever it is
 
 
 def trained_differences(meta: dict, config, prefixes: Sequence[str] = TRAINED_SETTINGS) -> list[str]:
@@ -167,9 +168,9 @@ def trained_differences(meta: dict, config, prefixes: Sequence[str] = TRAINED_SE
     if not isinstance(saved, Mapping):
         return []
     current = run_settings(config)
-    names = sorted(n for n in set(saved) | set(current) if n.startswith(tuple(prefixes)))
-    return [f"{n}={saved.get(n, '(absent)')!r} there, {current.get(n, '(absent)')!r} in the config" for n in names
-            if saved.get(n) != current.get(n)]
+    # A setting one side lacks (added or removed since) is Method.unrecorded_settings' business.
+    names = sorted(n for n in set(saved) & set(current) if n.startswith(tuple(prefixes)) and n != COMPUTE_DTYPE)
+    return [f"{n}={saved[n]!r} there, {current[n]!r} in the config" for n in names if saved[n] != current[n]]
 
 
 def misfit(config) -> Callable[[dict], str | None]:
