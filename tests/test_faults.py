@@ -396,3 +396,29 @@ def test_unwritable_checkpoints_folder_mid_run_exits_within_seconds(launcher, tm
                      r"checkpoints written before \(newest: step \d+\) are kept", text), text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     assert took < 15, f"exited {took:.0f} s after the checkpoints folder became unwritable"
+
+
+def test_full_disk_at_the_last_tensorboard_events_is_one_warning_no_traceback(tmp_path):
+    """Issue 29, item 10: tensorboardX closes its event files again at exit and printed the
+    failed flush as a 14-line traceback after the program's message."""
+    code = f"""
+import errno, sys
+from anomaly_core import program, run
+from anomaly_core.event_writer import EventWriter
+
+run.quiet_library_logs()
+writer = EventWriter({str(tmp_path)!r})
+writer.write_scalars(1, {{"loss": 1.0}})
+
+def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+for files in writer._tb.all_writers.values():  # the disk is full from now on
+    files.event_writer._ev_writer.flush = full
+program._close(writer)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "could not write the last TensorBoard events: [Errno 28] No space left on device" in out.stderr
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-3000:]
