@@ -263,7 +263,10 @@ class Checkpointer:
                     raise CheckpointError(
                         f"checkpoint step {s} in {self.directory} does not fit the settings: {why}. Its state "
                         "only fits the settings it was trained with; nothing was changed in it.") from None
-                msg = f"checkpoint step {s} in {self.directory} is unreadable ({type(e).__name__}: {e})"
+                log.debug("checkpoint step %d in %s: the full error", s, self.directory, exc_info=True)
+                first = str(e).splitlines()[0] if str(e) else ""  # TensorStore's run to many lines
+                msg = (f"checkpoint step {s} in {self.directory} is unreadable ({type(e).__name__}: "
+                       f"{first[:300]}{' ...' if len(first) > 300 or len(str(e).splitlines()) > 1 else ''})")
                 failures.append(msg)
                 log.warning("%s%s", msg, "; falling back to an earlier checkpoint" if step is None else "")
                 continue
