@@ -112,10 +112,11 @@ def replacing(final: str, setting: str, *, keep_unmarked: bool = False) -> Itera
     `keep_unmarked`: see `_check_replaceable`. Holds `lock_path(final)` throughout."""
     final = os.path.abspath(final)
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    if not keep_unmarked:
-        _check_replaceable(final, setting, keep_unmarked)  # before the lock file: a refusal leaves no trace
-    with workdir_lock.hold_file(lock_path(final), f"{setting}={final}", setting):
+    if not keep_unmarked:  # a refusal comes first, and before the lock file: it leaves no trace
         _check_replaceable(final, setting, keep_unmarked)
+    with workdir_lock.hold_file(lock_path(final), f"{setting}={final}", setting):
+        if not keep_unmarked:  # again, under the lock (an unmarked folder to keep is set aside at the swap)
+            _check_replaceable(final, setting, keep_unmarked)
         recover(final)
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
         partial = f"{final}.partial-{token}"
@@ -128,8 +129,11 @@ def replacing(final: str, setting: str, *, keep_unmarked: bool = False) -> Itera
             shutil.rmtree(partial, ignore_errors=True)
             raise
         old = f"{final}.old-{token}"
-        if os.path.lexists(final):
+        try:
             _check_replaceable(final, setting, keep_unmarked)  # again: it may have changed since
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         if os.path.lexists(final):
             os.rename(final, old)
         os.rename(partial, final)

@@ -107,6 +107,10 @@ def test_workdirs_own_unmarked_folder_is_kept_aside_not_deleted(tmp_path):
     final = str(tmp_path / "eval")
     os.makedirs(final)
     open(os.path.join(final, "metrics.json"), "w").write("{}")
+    with pytest.raises(RuntimeError):  # a failed evaluation leaves it where it is
+        with output_folder.replacing(final, "<workdir>/eval", keep_unmarked=True):
+            raise RuntimeError("boom")
+    assert sorted(os.listdir(tmp_path)) == [".eval.lock", "eval"]
     with output_folder.replacing(final, "<workdir>/eval", keep_unmarked=True) as staging:
         open(os.path.join(staging, "metrics.json"), "w").write('{"new": 1}')
     kept = [n for n in os.listdir(tmp_path) if n.startswith("eval.unmarked-")]
