@@ -243,12 +243,6 @@ def check_config(config, method: Method) -> None:
                 f"(e.g. {method.example_config}); this config looks like another method's. Check "
                 "--config and --config.method.")
     settings.check(config, [*shared_rules(config), *method.settings(config)])
-    stages = method.stages(config)
-    if sum(s.num_steps for s in stages) < 1:
-        # An untrained network would be evaluated and reported like a trained one.
-        raise settings.SettingError(
-            "the training stages (" + ", ".join(f"{s.name}: 0 steps" for s in stages) + ") train no step: at least "
-            "one step in all is needed (the steps settings of the config); an untrained network is not evaluated")
 
 
 def init_key(seed: int) -> jax.Array:
