@@ -93,6 +93,15 @@ def main(argv: list[str]) -> int:
                     verbose=flags.FLAGS.verbosity >= 1, output=_OUTPUT.value)
 
 
+def end(code: int) -> None:
+    """Exits with `code`; after an error without waiting long for background threads (run.exit_process)."""
+    if code == 0:
+        sys.exit(0)
+    from anomaly_core.run import exit_process
+
+    exit_process(code)
+
+
 def explicit_overrides(argv: list[str]) -> list[str]:
     """Dotted names (without 'config.') of the --config.* overrides on the command line."""
     return [a[2:].split("=")[0][len("config."):] for a in argv if a.startswith("--config.")]
@@ -131,4 +140,4 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv) or 0), flags_parser=parse_flags)
+    app.run(lambda argv: end(main(argv) or 0), flags_parser=parse_flags)

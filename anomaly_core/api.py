@@ -116,9 +116,10 @@ class Detector:
                                         process_index=jax.process_index(), process_count=jax.process_count())
         with jax.set_mesh(self.mesh):
             out = evaluation.score_batches(self.score_fn, batches, self.mesh, n=n, keep=range(n))
-        return Scores([r.path for r in split.records], out["image_score"].astype(np.float64),
+        unreadable = [(split.records[int(i)].path, "unreadable when scored") for i in out["missing"]]
+        return Scores([split.records[int(i)].path for i in out["index"]], out["image_score"].astype(np.float64),
                       out["anomaly_map"].astype(np.float32), np.asarray(out["reconstructions"]),
-                      self.threshold, list(split.skipped))
+                      self.threshold, list(split.skipped) + unreadable)
 
 
 def load(workdir: str, *, checkpoint: str | None = None, config=None) -> Detector:

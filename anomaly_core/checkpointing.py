@@ -227,7 +227,8 @@ class Checkpointer:
 
     def restore(self, abstract_state: Any, step: int | None = None,
                 check_meta: Callable[[str, dict], None] | None = None,
-                target: Callable[[Any, dict], Any] | None = None) -> tuple[int, Any, dict, dict] | None:
+                target: Callable[[Any, dict], Any] | None = None,
+                misfit: Callable[[dict], str | None] | None = None) -> tuple[int, Any, dict, dict] | None:
         """Restores the newest readable checkpoint (or `step`): (step, state, data, meta).
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct` carrying shardings (from
@@ -236,12 +237,15 @@ class Checkpointer:
         raises (CheckpointError) when the checkpoint was written for another configuration;
         that error stops the restore and nothing is moved or changed. `target(abstract_state,
         meta)` gives the part of the abstract state a checkpoint holds (older checkpoints may
-        lack entries added since; the caller fills them).
+        lack entries added since; the caller fills them). `misfit(meta)` says why a checkpoint
+        whose state did not restore does not fit the settings (or None): such a checkpoint is
+        readable with its own settings, so that is an error naming them, once, and nothing is
+        moved (rather than "unreadable" and a fall back to older checkpoints that fit no better).
         """
         steps = [step] if step is not None else list(reversed(self.all_steps()))
         failures = []
         for s in steps:
-            meta = self.read_meta(s) if (check_meta or target) is not None else None
+            meta = self.read_meta(s) if (check_meta or target or misfit) is not None else None
             if meta is not None and check_meta is not None:
                 check_meta(os.path.join(self.directory, str(s)), meta)
             wanted = target(abstract_state, meta) if (target is not None and meta is not None) else abstract_state
@@ -255,7 +259,14 @@ class Checkpointer:
                     ),
                 )
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
-                msg = f"checkpoint step {s} in {self.directory} is unreadable ({type(e).__name__}: {e})"
+                if meta is not None and misfit is not None and (why := misfit(meta)):
+                    raise CheckpointError(
+                        f"checkpoint step {s} in {self.directory} does not fit the settings: {why}. Its state "
+                        "only fits the settings it was trained with; nothing was changed in it.") from None
+                log.debug("checkpoint step %d in %s: the full error", s, self.directory, exc_info=True)
+                first = str(e).splitlines()[0] if str(e) else ""  # TensorStore's run to many lines
+                msg = (f"checkpoint step {s} in {self.directory} is unreadable ({type(e).__name__}: "
+                       f"{first[:300]}{' ...' if len(first) > 300 or len(str(e).splitlines()) > 1 else ''})")
                 failures.append(msg)
                 log.warning("%s%s", msg, "; falling back to an earlier checkpoint" if step is None else "")
                 continue
@@ -278,7 +289,7 @@ class Checkpointer:
         if failures:
             raise CheckpointError(
                 "no checkpoint could be restored:\n  " + "\n  ".join(failures)
-                + "\nMove the checkpoints folder away to start afresh."
+                + "\nTo train a new run instead, choose another --workdir."
             )
         return None
 

@@ -9,6 +9,7 @@ the validation split only, computes the metrics and writes the outputs: an evalu
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -118,6 +119,7 @@ class ScoredSplit:
     images: np.ndarray | None = None  # (P, H, W, C) first P examples, for panels
     reconstructions: np.ndarray | None = None
     panel_indices: list[int] | None = None  # record indices of `images`
+    unreadable: list[str] = dataclasses.field(default_factory=list)  # paths left out: unreadable when scored
 
 
 def gather(x: jax.Array) -> np.ndarray:
@@ -138,6 +140,7 @@ def score_batches(
     """Runs `score_fn` over padded batches; returns arrays of the `n` examples in order.
 
     Images and reconstructions are kept only for the example indices in `keep` (panels).
+    'index' holds the indices scored; 'missing' those whose file could not be read any more.
     """
     out: dict[str, list] = {k: [] for k in ("index", "image_score", "anomaly_map", "mask", "label")}
     keep_set = set(int(i) for i in keep)
@@ -157,8 +160,11 @@ def score_batches(
     cat = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
     order = np.argsort(cat["index"], kind="stable")
     cat = {k: v[order] for k, v in cat.items()}
-    if not np.array_equal(cat["index"], np.arange(n)):
-        raise RuntimeError(f"evaluation scored {len(cat['index'])} examples, expected each of {n} exactly once")
+    scored = cat["index"].astype(np.int64)
+    if len(np.unique(scored)) != len(scored) or not np.isin(scored, np.arange(n)).all():
+        raise RuntimeError(f"evaluation scored {len(scored)} examples, expected each of {n} at most once")
+    # A record that is not scored could not be read any more (the loader named it; data.pipeline).
+    cat["missing"] = np.setdiff1d(np.arange(n), scored)
     if keep_set:
         order_kept = sorted(kept)
         cat["panel_indices"] = order_kept
@@ -179,16 +185,20 @@ def score_split(
     )
     keep = report.select_panels(loaded.records, max_panels) if max_panels else ()
     cat = score_batches(score_fn, batches, mesh, n=len(loaded), keep=keep)
+    scored = [int(i) for i in cat["index"]]
+    position = {i: p for p, i in enumerate(scored)}
+    panels = cat.get("panel_indices")
     return ScoredSplit(
         split=loaded.name,
-        records=list(loaded.records),
+        records=[loaded.records[i] for i in scored],
         labels=cat["label"].astype(np.int32),
         image_scores=cat["image_score"].astype(np.float64),
         anomaly_maps=cat["anomaly_map"].astype(np.float32),
         masks=cat["mask"].astype(np.float32) if loaded.has_masks else None,
         images=cat.get("images"),
         reconstructions=cat.get("reconstructions"),
-        panel_indices=cat.get("panel_indices"),
+        panel_indices=None if panels is None else [position[i] for i in panels],
+        unreadable=[loaded.records[int(i)].path for i in cat["missing"]],
     )
 
 
@@ -215,6 +225,7 @@ def evaluate(
     test_scoring_s = time.perf_counter() - started
     if test is None:
         raise ValueError(f"the test split of config.data (source {config.data.source!r}) is empty")
+    unreadable = [*(val.unreadable if val is not None else []), *test.unreadable]
     if val is None:
         log.warning("validation split is empty (config.data.val_fraction=%s): thresholds cannot be fitted "
                     "without touching the test set, so threshold metrics are omitted", config.data.val_fraction)
@@ -242,47 +253,35 @@ def evaluate(
         "image_score": str(ev.get("image_score", "method default")),
         "train_steps": int(step),  # the step of the evaluated checkpoint
         "checkpoint": checkpoint,  # how it was selected (config.eval.checkpoint)
+        # Files listed at start-up that could not be read when scored (vanished, rewritten).
+        "unreadable_files": {"count": len(unreadable), "paths": unreadable},
         # Wall time of the test split's scoring pass (decoding, scoring, panels kept; no
         # compilation when the validation split was scored first with the same batch shape).
         "test_scoring_s": round(test_scoring_s, 3),
     }
+    if unreadable:
+        log.warning("%d listed file(s) could not be read when scored and were left out of the metrics (named "
+                    "above; listed in metrics.json): %s", len(unreadable), ", ".join(unreadable[:5]))
     if jax.process_index() == 0:
         thr = results.get("thresholds", {}).get("image", {}).get("value")
         predicted = (test.image_scores > thr).astype(int) if thr is not None else np.full(len(test.labels), -1)
         final = evaluation_dir(workdir)
-        staging = output_folder.stage(final)
         result = report.Evaluation(
             metrics=results, records=test.records, image_scores=test.image_scores, predicted_labels=predicted,
             anomaly_maps=test.anomaly_maps, masks=test.masks, images=test.images,
             reconstructions=test.reconstructions, panel_indices=test.panel_indices)
-        report.write_evaluation(
-            staging,
-            result,
-            max_panels=ev.max_panels,
-            value_range=tuple(config.data.value_range),
-            pixel_threshold=results.get("thresholds", {}).get("pixel", {}).get("value"),
-            writer=writer,
-            step=step,
-        )
-        output_folder.publish(staging, final)
+        with output_folder.replacing(final, "<workdir>/eval", keep_unmarked=True) as staging:
+            report.write_evaluation(
+                staging,
+                result,
+                max_panels=ev.max_panels,
+                value_range=tuple(config.data.value_range),
+                pixel_threshold=results.get("thresholds", {}).get("pixel", {}).get("value"),
+                writer=writer,
+                step=step,
+            )
         log.info("evaluation outputs in %s", final)
     return results
-
-
-PREDICT_FILES = ("predictions.csv", "_heatmap.png", "_mask.png")  # what a prediction folder holds
-
-
-def _check_replaceable(folder: str) -> None:
-    """A prediction replaces its output folder whole: refuse one that holds anything but an
-    earlier prediction's files (never delete a user's own files)."""
-    if not os.path.exists(folder):
-        return
-    if not os.path.isdir(folder):
-        raise ValueError(f"--output={folder} is a file; predictions need a folder")
-    foreign = [n for n in os.listdir(folder) if not n.endswith(PREDICT_FILES)]
-    if foreign:
-        raise ValueError(f"--output={folder} holds files that are not an earlier prediction's (e.g. {foreign[0]}); "
-                         "each prediction replaces its folder whole, so choose a new or empty folder")
 
 
 def heatmap_range(pixel_threshold: float | None) -> tuple[float, float] | None:
@@ -317,19 +316,31 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
     `heatmap_range` | predicted defect region; verdict and scores in the title) and the
     binary predicted mask `<stem>_mask.png` (map > pixel threshold, model resolution).
 
-    The outputs are written into a fresh folder that replaces `predict/` only once complete,
-    so the folder always holds one prediction run (an interrupted one leaves the previous).
+    The outputs are written into a fresh folder that replaces the output folder only once
+    complete (`output_folder.replacing`), so it always holds one prediction run (an
+    interrupted one leaves the previous); an `output` folder holding files this program did
+    not write is refused.
     A progress line is logged every `PREDICT_LOG_EVERY` images. The image threshold comes
     from the run's metrics.json (`saved_metrics`: fitted on validation data at evaluation
     time); without it, scores are written with no predicted label.
     """
-    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by eval_rules (program.check_config)
     folder = data_lib.load_image_folder(input_dir, config.data)
     if folder.arrays is None:
         _warn_resized(folder.paths, int(config.data.image_size), int(config.data.max_image_pixels))
     final = os.path.abspath(output or os.path.join(workdir, "predict"))
-    _check_replaceable(final)
-    outdir = output_folder.stage(final) if jax.process_index() == 0 else ""
+    # Only process 0 writes; an explicit --output that holds a user's files is refused.
+    owned = (output_folder.replacing(final, "--output", keep_unmarked=output is None) if jax.process_index() == 0
+             else contextlib.nullcontext(""))
+    with owned as outdir:
+        rows = _predict_into(outdir, score_fn, config, workdir, folder, mesh)
+    log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)
+    return final
+
+
+def _predict_into(outdir: str, score_fn: ScoreFn, config, workdir: str, folder, mesh) -> list[tuple[str, float, Any]]:
+    """predict's scoring and files, written into the staging folder `outdir` (process 0);
+    returns the rows of predictions.csv."""
+    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by eval_rules (program.check_config)
     threshold = pixel_threshold = None
     saved = saved_metrics(workdir)
     if saved is not None:
@@ -378,6 +389,4 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
             w.writerow([path, f"{s:.8g}", "" if not threshold else f"{s / threshold:.6g}", pred,
                         "" if threshold is None else f"{threshold:.8g}"])
         report.write_atomically(os.path.join(outdir, "predictions.csv"), text.getvalue().encode("utf-8"))
-        output_folder.publish(outdir, final)
-    log.info("scored %d images from %s (%d skipped); outputs in %s", len(rows), input_dir, len(folder.skipped), final)
-    return final
+    return rows

@@ -9,6 +9,7 @@ progress lines instead, `console`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -60,6 +61,18 @@ class EventWriter:
             self._tb.flush()
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        """Flushes and closes the event files; an OSError (a full disk) is raised once."""
+        if self._tb is None:
+            return
+        tb, self._tb = self._tb, None
+        try:
+            tb.close()
+        except OSError:
+            # tensorboardX closes its files again at exit (atexit), which would print the same
+            # failure as a traceback after the program's own message: they count as closed.
+            for writer in (tb.all_writers or {}).values():
+                files = writer.event_writer
+                files._closed = True  # pylint: disable=protected-access
+                with contextlib.suppress(Exception):  # its thread would fail on its next flush anyway
+                    files._worker.stop()  # pylint: disable=protected-access
+            raise

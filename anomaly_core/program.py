@@ -154,9 +154,42 @@ def check_resume(ckpt: Checkpointer, method: Method, config, *, allow_changes: b
             "it, or --allow_changes to continue it with these deliberately.")
 
 
-def meta_checker(method: Method, config) -> Callable[[str, dict], None]:
+# What a checkpoint's state only fits, or only means something with: the network's settings
+# and what it sees (run_config.INPUT_SETTINGS).
+TRAINED_SETTINGS = ("config.model.", *(f"config.{n}" for n in run_config.INPUT_SETTINGS))
+COMPUTE_DTYPE = precision.DTYPE_RULE.name  # not among them: the parameters are float32 whatever it is
+
+
+def trained_differences(meta: dict, config, prefixes: Sequence[str] = TRAINED_SETTINGS) -> list[str]:
+    """'<setting>=<value> there, <value> in the config' for each setting whose dotted name
+    starts with one of `prefixes` and whose value in the checkpoint's recorded run settings
+    (metadata 'run') differs from `config`'s; [] for checkpoints that record none."""
+    saved = meta.get("run")
+    if not isinstance(saved, Mapping):
+        return []
+    current = run_settings(config)
+    # A setting one side lacks (added or removed since) is Method.unrecorded_settings' business.
+    names = sorted(n for n in set(saved) & set(current) if n.startswith(tuple(prefixes)) and n != COMPUTE_DTYPE)
+    return [f"{n}={saved[n]!r} there, {current[n]!r} in the config" for n in names if saved[n] != current[n]]
+
+
+def misfit(config) -> Callable[[dict], str | None]:
+    """Checkpointer.restore's `misfit`: why a checkpoint whose state did not restore does not
+    fit `config` (its network settings differ), or None (then it is unreadable)."""
+
+    def explain(meta: dict) -> str | None:
+        wrong = trained_differences(meta, config, ("config.model.",))
+        return "; ".join(wrong) if wrong else None
+
+    return explain
+
+
+def meta_checker(method: Method, config, *, inference: bool = False) -> Callable[[str, dict], None]:
     """check_meta for Checkpointer.restore: a CheckpointError naming each recorded setting
-    whose value in the checkpoint differs from the config, and the flag that restores it."""
+    whose value in the checkpoint differs from the config, and the flag that restores it.
+    With `inference` (evaluation, predict, export) also each of TRAINED_SETTINGS that differs
+    from the run the checkpoint was trained in: scores of a network fed other inputs than it
+    was trained on are wrong without any error."""
     current = json.loads(json.dumps(dict(method.recorded_settings(config))))
 
     def check(path: str, meta: dict) -> None:
@@ -170,6 +203,10 @@ def meta_checker(method: Method, config) -> Callable[[str, dict], None]:
             raise CheckpointError(f"checkpoint {path} was written with other model settings, which its "
                                   "variables only fit: " + "; ".join(lines)
                                   + ". Nothing was changed in the checkpoint.")
+        if inference and (wrong := trained_differences(meta, config)):
+            raise CheckpointError(f"checkpoint {path} does not fit these settings: {'; '.join(wrong)}. It was "
+                                  "trained with the first values and is scored only with them (the run's "
+                                  "config.json holds them). Nothing was changed in the checkpoint.")
 
     return check
 
@@ -178,7 +215,7 @@ def shared_rules(config) -> list[settings.Rule]:
     """The constraints of the settings the shared program reads, whatever the method."""
     d = config.data
     rules = [
-        settings.integer("config.seed"),
+        settings.integer("config.seed", 0),
         *data_lib.data_rules(),
         settings.integer("config.train.batch_size", 1),
         settings.integer("config.train.log_every", 1),
@@ -401,6 +438,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                 image_fn=_progress_image_fn(method, config, workdir, mesh, writer, splits),
                 meta=checkpoint_meta(method, config),
                 check_meta=meta_checker(method, config),
+                misfit=misfit(config),
                 restore_target=restore_target(method),
             )
             total = sum(s.num_steps for s in stages)
@@ -469,14 +507,15 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
                                   f"config.eval.checkpoint is {CHECKPOINT_CHOICES})")
         abstract = abstract_state(method, config, mesh)
         try:
-            restored = ckpt.restore(abstract, step=step, check_meta=meta_checker(method, config),
-                                    target=restore_target(method))
+            restored = ckpt.restore(abstract, step=step, check_meta=meta_checker(method, config, inference=True),
+                                    target=restore_target(method), misfit=misfit(config))
         except CheckpointUnusable as e:
             if not how.startswith("best"):
                 raise
             log.warning("%s; using the newest checkpoint that verifies instead", e)
             how = "latest (the best checkpoint does not verify)"
-            restored = ckpt.restore(abstract, check_meta=meta_checker(method, config), target=restore_target(method))
+            restored = ckpt.restore(abstract, check_meta=meta_checker(method, config, inference=True),
+                                    target=restore_target(method), misfit=misfit(config))
     finally:
         ckpt.close()
     if restored is None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
+import time
+from typing import NoReturn
 
 from anomaly_core import console, program, workdir_lock
 from anomaly_core.checkpointing import CheckpointError, check_workdir_writable
@@ -22,6 +25,7 @@ EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_GRACE_S = 5.0  # how long a failed run waits for background threads before it ends without them
 
 
 def _print_summary(results: dict) -> None:
@@ -103,6 +107,29 @@ def enable_compilation_cache() -> None:
     default = os.path.join(os.path.expanduser("~"), ".cache", "funetgan_gon_jax", "xla")
     jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_CACHE_DIR", default))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _lingering() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+
+
+def exit_process(code: int) -> NoReturn:
+    """Ends the process with `code` (launch.py's last call). After an error, background
+    threads still alive get EXIT_GRACE_S seconds, then the process ends without them: a
+    failed checkpoint write leaves Orbax's threads waiting 300 s for a signal that never
+    comes, and the error is already reported (every write that mattered was waited for).
+    Threads compiling the training steps are waited for (XLA cannot stop a compilation)."""
+    if code != 0 and not compiling_ahead():
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while _lingering() and time.monotonic() < deadline:
+            time.sleep(0.05)  # polled: Orbax's threads override join() to raise on a timeout
+        if stuck := _lingering():
+            log.debug("not waiting for background threads: %s", [t.name for t in stuck])
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    sys.exit(code)
 
 
 def run_mode(method: program.Method, config, mode: str, workdir: str | None, input_dir: str | None,

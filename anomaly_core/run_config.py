@@ -6,7 +6,8 @@ settings come from config.json; the evaluation, checkpoint and multi-host settin
 from the command line (they may differ between uses of one run). An explicit command-line
 override of a run setting is applied when it is a data setting (e.g. the dataset moved:
 `--config.data.root=...`) and refused, naming both values, when it is a model or training
-setting that differs from the run's (its checkpoints only fit the run's own).
+setting, or a data setting that decides what the network sees (`INPUT_SETTINGS`), that
+differs from the run's (its checkpoints only fit the run's own).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from anomaly_core.data import augmentation
 CONFIG_FILE = "config.json"
 RUN_SECTIONS = ("seed", "method", "data", "model", "train")  # the run's; the rest is per use
 FIXED_SECTIONS = ("seed", "method", "model", "train")  # an override must not change these
+# The data settings that decide what the network sees (its input size, channels and value
+# range): an override must equal the run's, as a model setting's must. The others (the data
+# root, the split selection) may change between uses of one run.
+INPUT_SETTINGS = ("data.image_size", "data.channels", "data.value_range")
 
 
 def path(workdir: str) -> str:
@@ -60,6 +65,10 @@ def read(workdir: str) -> ml_collections.ConfigDict | None:
     return ml_collections.ConfigDict(_tuples(data))
 
 
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
 def _get(node: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
@@ -82,13 +91,13 @@ def for_inference(workdir: str, given: ml_collections.ConfigDict | None,
         return saved
     explicit = set(explicit)
     for name in sorted(explicit):
-        if name.split(".")[0] not in FIXED_SECTIONS:
+        if name.split(".")[0] not in FIXED_SECTIONS and name not in INPUT_SETTINGS:
             continue
         try:
             old, new = _get(saved, name), _get(given, name)
         except (KeyError, AttributeError):
             continue
-        if json.dumps(old, default=str) != json.dumps(_tuples(new), default=str):
+        if _json(old) != _json(_tuples(new)):  # by value: (0, 1) equals (0.0, 1.0)
             raise ValueError(
                 f"--config.{name}={new!r} differs from the run in {workdir}, trained with {name}={old!r} "
                 f"({path(workdir)}): its checkpoints only fit the run's own settings. Drop the override "

@@ -218,6 +218,7 @@ def train(
     image_fn: Callable[[Any, str, int], None] | None = None,
     meta: Mapping[str, Any] | None = None,
     check_meta: Callable[[str, dict], None] | None = None,
+    misfit: Callable[[dict], str | None] | None = None,
     restore_target: Callable[[Any, dict], Any] | None = None,
     ahead: Mapping[str, Future] | None = None,
 ) -> tuple[Any, int]:
@@ -227,13 +228,14 @@ def train(
     checkpoint, training resumes from it instead. `train_iter` yields process-local
     batches and has `get_state()`/`set_state()`. `image_fn(state, stage_name, step)` writes
     progress images (every `loop.image_every` steps and at each stage's end). `check_meta`
-    vets a checkpoint's metadata before resuming from it (`Checkpointer.restore`). `ahead`:
+    vets a checkpoint's metadata before resuming from it, `misfit` explains one that does not fit
+    (`Checkpointer.restore`). `ahead`:
     the stages' steps being compiled in the background (`compile_ahead`); a stage's first
     step waits for its own.
     """
     total = sum(s.num_steps for s in stages)
     start = 0
-    restored = checkpointer.restore(abstract_like(state), check_meta=check_meta, target=restore_target)
+    restored = checkpointer.restore(abstract_like(state), check_meta=check_meta, target=restore_target, misfit=misfit)
     if restored is not None:
         start, restored_state, data_state, saved_meta = restored
         # Entries an older checkpoint lacks (restore_target) keep the fresh state's values.

@@ -39,11 +39,14 @@ EMA_RULE = settings.number("config.train.g_ema_decay", 0, 1, high_open=True, opt
 
 def settings_rules(config) -> list[settings.Rule]:
     """The constraints of the f-UNetGAN settings (the shared ones: program.shared_rules)."""
-    del config  # the same rules for every config
     n, i, c = settings.number, settings.integer, settings.choice
     return [
         *model_rules(),
         i("config.train.n_critic", 1), i("config.train.generator_steps", 0), i("config.train.encoder_steps", 0),
+        # One stage may be empty (encoder_steps=0: the adversarial stage only), not both: an
+        # untrained network would be evaluated like a trained one.
+        settings.Rule("config.train.encoder_steps", "an integer >= 1 when config.train.generator_steps is 0",
+                      lambda v: v >= 1 or config.train.generator_steps >= 1),
         n("config.train.lr_g", 0, low_open=True), n("config.train.lr_d", 0, low_open=True),
         n("config.train.lr_e", 0, low_open=True),
         settings.numbers("config.train.betas", 2, 0, 1, high_open=True),

@@ -138,7 +138,7 @@ def settings_rules(config) -> list[settings.Rule]:
     n, c = settings.number, settings.choice
     return [
         *model_rules(config.model),
-        settings.integer("config.train.steps", 0), n("config.train.lr", 0, low_open=True),
+        settings.integer("config.train.steps", 1), n("config.train.lr", 0, low_open=True),
         settings.numbers("config.train.betas", 2, 0, 1, high_open=True),
         c("config.train.latent_scaling", LATENT_SCALINGS),
         # config.eval.scoring and bn_statistics: checked where scoring reads them, by tracing the

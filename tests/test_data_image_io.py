@@ -151,3 +151,59 @@ def test_float_images_must_be_finite_and_in_unit_range(tmp_path, values, reason)
         with pytest.raises(image_io.ImageReadError, match=reason) as e:
             fn(path)
         assert path in str(e.value)
+
+
+def _png(path: str, width: int, height: int, rows: int, interlace: int = 0) -> str:
+    """An 8-bit RGB PNG (every chunk checksum right) whose complete zlib stream holds only
+    `rows` rows of image data (of the interlaced passes' rows with `interlace`=1)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    sizes = image_io._png_row_bytes(width, height, 24, True)[:rows] if interlace else [1 + 3 * width] * rows
+    raw = b"".join(b"\0" + bytes([200]) * (size - 1) for size in sizes)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
+    return path
+
+
+def test_png_whose_image_data_stops_after_two_rows_is_skipped_by_name(tmp_path):
+    """Issue 29, item 6: PIL decodes it without an error, the other 62 rows black."""
+    from anomaly_core.data import load_image_folder
+    from data_fixtures import tiny_config
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    short = _png(str(folder / "short.png"), 64, 64, rows=2)
+    with Image.open(short) as im:
+        im.load()  # no error from the decoder itself
+    with pytest.raises(image_io.ImageReadError, match=rf"{short}: corrupt or truncated \(its image data ends "
+                                                      r"after 2 of 64 rows; a decoder would fill the rest with black"):
+        image_io.check_image(short)
+    whole = _png(str(folder / "whole.png"), 64, 64, rows=64)
+    image_io.check_image(whole)
+    # Interlaced: the rows of its seven passes are counted.
+    image_io.check_image(_png(str(tmp_path / "i_whole.png"), 7, 5, rows=99, interlace=1))
+    with pytest.raises(image_io.ImageReadError, match=r"ends after 10 of 11 rows \(of the interlaced passes\)"):
+        image_io.check_image(_png(str(tmp_path / "i_short.png"), 7, 5, rows=10, interlace=1))
+    listed = load_image_folder(str(folder), tiny_config(str(folder)))
+    assert listed.paths == [whole]
+    assert [p for p, _ in listed.skipped] == [short]
+
+
+@pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)),
+                                               (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+def test_exif_orientation_is_applied(tmp_path, orientation, turn):
+    """A phone photo stored sideways with its EXIF orientation tag is decoded upright."""
+    stored = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = str(tmp_path / "photo.png")  # lossless, so the pixels compare exactly
+    Image.fromarray(stored).save(path, exif=exif)
+    want = turn(stored)
+    np.testing.assert_array_equal(np.rint(image_io.decode_image(path) * 255).astype(np.uint8), want)
+    assert image_io.check_image(path) == (want.shape[1], want.shape[0])

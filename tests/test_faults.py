@@ -359,3 +359,66 @@ def test_stage_without_the_best_metric_survives_checkpoint_cleanup(tmp_path):
     finally:
         ckpt.close()
     assert ran == 10 and steps[-2:] == [8, 10]
+
+
+@contextlib.contextmanager
+def immutable(path: str):
+    """`chattr +i path`: no file can be created, renamed or removed in it, also by root
+    (which chmod does not stop)."""
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", path], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here (needs root and a file system with attributes)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", path], check=False)
+
+
+def test_unwritable_checkpoints_folder_mid_run_exits_within_seconds(launcher, tmp_path):
+    """Issue 29, item 7: the failed write ended the run with one line, then the process sat
+    300 s in Orbax's background threads before exiting."""
+    workdir = str(tmp_path / "run")
+    args = [*CONFIG, f"--workdir={workdir}", "--config.train.steps=400"]
+    child = launcher.start(args, str(tmp_path / "run.log"))
+    ckpts = os.path.join(workdir, "checkpoints")
+    deadline = time.monotonic() + 300
+    while child.poll() is None and time.monotonic() < deadline:
+        if os.path.isdir(os.path.join(ckpts, str(2 * EVERY))):
+            break
+        time.sleep(0.005)
+    with immutable(ckpts):
+        start = time.monotonic()
+        code = child.wait(300)
+        took = time.monotonic() - start
+    text = child.log()
+    print(f"\nunwritable checkpoints folder: exit {code} {took:.1f} s after it became unwritable")
+    assert code == 2, text[-3000:]
+    assert re.search(r"error: writing checkpoints in \S+ failed by step \d+ \(Operation not permitted\); the "
+                     r"checkpoints written before \(newest: step \d+\) are kept", text), text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert took < 15, f"exited {took:.0f} s after the checkpoints folder became unwritable"
+
+
+def test_full_disk_at_the_last_tensorboard_events_is_one_warning_no_traceback(tmp_path):
+    """Issue 29, item 10: tensorboardX closes its event files again at exit and printed the
+    failed flush as a 14-line traceback after the program's message."""
+    code = f"""
+import errno, sys
+from anomaly_core import program, run
+from anomaly_core.event_writer import EventWriter
+
+run.quiet_library_logs()
+writer = EventWriter({str(tmp_path)!r})
+writer.write_scalars(1, {{"loss": 1.0}})
+
+def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+for files in writer._tb.all_writers.values():  # the disk is full from now on
+    files.event_writer._ev_writer.flush = full
+program._close(writer)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "could not write the last TensorBoard events: [Errno 28] No space left on device" in out.stderr
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-3000:]

@@ -6,12 +6,13 @@ import collections
 import csv
 import json
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from anomaly_core import parallel, program
+from anomaly_core import output_folder, parallel, program
 from anomaly_core.data import load_split
 from configs.gon_base import shrink_gon
 from configs.gon_quickstart import get_config
@@ -269,12 +270,13 @@ def test_predict_output_a_person_can_act_on(trained, tmp_path, monkeypatch):
     shutil.copy(os.path.join(images, sorted(os.listdir(images))[0]), one / "x.png")
     program.predict(gon_train.METHOD, config, workdir, str(one), out)
     assert len(list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))) == 1
-    assert sorted(os.listdir(out)) == ["00000_x_heatmap.png", "00000_x_mask.png", "predictions.csv"]
+    assert sorted(os.listdir(out)) == [output_folder.MARKER, "00000_x_heatmap.png", "00000_x_mask.png",
+                                       "predictions.csv"]
     # A folder of the user's own files is never replaced.
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    with pytest.raises(ValueError, match="not an earlier prediction's"):
+    with pytest.raises(ValueError, match="holds files this program did not write"):
         program.predict(gon_train.METHOD, config, workdir, str(one), str(mine))
     assert (mine / "notes.txt").read_text() == "keep"
 
@@ -321,3 +323,84 @@ def test_a_run_scans_each_data_folder_once(tmp_path, monkeypatch):
     assert {f"{widget}train", f"{widget}train/good", f"{widget}test", f"{widget}test/good",
             f"{widget}test/crack"} <= set(listed), listed
     assert set(listed.values()) == {1}, listed
+
+
+def _copy_run(workdir: str, dst: str, **edits) -> str:
+    """A copy of the trained run whose config.json has the dotted `edits` (e.g. data__value_range)."""
+    shutil.copytree(workdir, dst, ignore=shutil.ignore_patterns(".lock", ".*.lock"))
+    path = os.path.join(dst, "config.json")
+    with open(path) as f:
+        saved = json.load(f)
+    for dotted, value in edits.items():
+        section, key = dotted.split("__")
+        saved[section][key] = value
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    return dst
+
+
+def _tree_bytes(folder: str) -> dict[str, bytes]:
+    return {os.path.relpath(os.path.join(r, f), folder): open(os.path.join(r, f), "rb").read()
+            for r, _, fs in os.walk(folder) for f in fs}
+
+
+def test_value_range_override_at_evaluation_is_refused_naming_both_values(trained, tmp_path):
+    """Issue 29, item 4: a network trained on one value range scored on another gives wrong
+    scores without any error; the override (or config.json edited) is refused, eval/ kept."""
+    from anomaly_core import run_config
+
+    config, workdir, _, _ = trained
+    lo, hi = config.data.value_range
+    other_range = (0.0, 1.0) if lo < 0 else (-1.0, 1.0)
+    given = config.copy_and_resolve_references()
+    given.data.value_range = other_range
+    with pytest.raises(ValueError, match=rf"--config.data.value_range={re.escape(repr(other_range))} differs from "
+                                         rf"the run in .*trained with data.value_range=\({lo}, {hi}\)"):
+        run_config.for_inference(workdir, given, explicit=["data.value_range"])
+    for name, value in (("data.image_size", 32), ("data.channels", 3)):
+        changed = config.copy_and_resolve_references()
+        section, key = name.split(".")
+        changed[section][key] = value
+        with pytest.raises(ValueError, match=rf"--config.{name}={value} differs from the run"):
+            run_config.for_inference(workdir, changed, explicit=[name])
+    # The data root and the split selection stay overridable.
+    moved = config.copy_and_resolve_references()
+    moved.data.root, moved.data.val_fraction = "/elsewhere", 0.5
+    got = run_config.for_inference(workdir, moved, explicit=["data.root", "data.val_fraction"])
+    assert (got.data.root, got.data.val_fraction) == ("/elsewhere", 0.5)
+    # The same value edited into config.json: the checkpoint's own record refuses it.
+    copy = _copy_run(workdir, str(tmp_path / "run"), data__value_range=list(other_range))
+    before = _tree_bytes(os.path.join(copy, "eval"))
+    edited = run_config.for_inference(copy, None)
+    with pytest.raises(program.CheckpointError, match=r"does not fit these settings: config.data.value_range="
+                                                      rf"\[{lo}, {hi}\] there, \[{other_range[0]}, 1.0\] in the "
+                                                      "config"):
+        program.evaluate(gon_train.METHOD, edited, copy)
+    assert _tree_bytes(os.path.join(copy, "eval")) == before
+
+
+def test_checkpoint_of_another_width_is_named_as_not_fitting_never_unreadable(trained, tmp_path, caplog):
+    """Issue 29, item 9: config.json edited to another width; every checkpoint is readable."""
+    from anomaly_core import run_config
+    from anomaly_core.checkpointing import Checkpointer
+
+    config, workdir, _, _ = trained
+    copy = _copy_run(workdir, str(tmp_path / "run"), model__ngf=8)
+    steps = sorted(os.listdir(os.path.join(copy, "checkpoints")))
+    edited = run_config.for_inference(copy, None)
+    with pytest.raises(program.CheckpointError, match=r"does not fit these settings: config.model.ngf=4 there, "
+                                                      r"8 in the config") as err:
+        program.evaluate(gon_train.METHOD, edited, copy)
+    assert "unreadable" not in str(err.value) and "Move" not in str(err.value)
+    # Training's restore (e.g. --allow_changes) reads the checkpoint and says why it does not fit, once.
+    mesh = parallel.make_mesh()
+    ckpt = Checkpointer(copy)
+    try:
+        with pytest.raises(program.CheckpointError, match=r"checkpoint step \d+ in .* does not fit the settings: "
+                                                          r"config.model.ngf=4 there, 8 in the config"):
+            ckpt.restore(program.abstract_state(gon_train.METHOD, edited, mesh), misfit=program.misfit(edited),
+                         target=program.restore_target(gon_train.METHOD))
+    finally:
+        ckpt.close()
+    assert "unreadable" not in caplog.text
+    assert sorted(os.listdir(os.path.join(copy, "checkpoints"))) == steps  # nothing set aside

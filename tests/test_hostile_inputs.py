@@ -146,6 +146,8 @@ CONFIG_CASES = [
     pytest.param("--config.train.batch_size=abc", "config.train.batch_size", id="wrong-type"),
     pytest.param("--config.data.channels=2", "config.data.channels", id="invalid-value"),
     pytest.param("--config.train.bach_size=4", "bach_size", id="unknown-key"),
+    pytest.param("--config.train.steps=0", "config.train.steps must be an integer >= 1, got 0", id="zero-steps"),
+    pytest.param("--config.seed=-1", "config.seed must be an integer >= 0, got -1", id="negative-seed"),
     pytest.param("--config.method=nope", "config.method='nope' is not one of ['funetgan', 'gon'] "
                  "(in --config=configs/gon_quickstart.py:digits)", id="unknown-method"),
 ]
@@ -194,3 +196,19 @@ def test_bad_config_file_is_one_line(launcher, tmp_path, config, code, message):
     got, text = launcher.run([f"--config={config}", f"--workdir={tmp_path / 'run'}"], str(tmp_path / "run.log"))
     assert got == code and message in text, text[-1500:]
     assert "Traceback" not in text and len([line for line in text.splitlines() if line.strip()]) == 1, text
+
+
+def test_no_training_step_in_all_is_refused_by_name():
+    """Issue 29, item 5: f-UNetGAN with both stages at 0 steps would evaluate the untrained
+    initialisation as 'checkpoint step 0'."""
+    from anomaly_core import program, settings
+    from configs.quickstart import get_config
+    from funetgan_jax import train as ft
+
+    config = get_config()
+    config.train.generator_steps, config.train.encoder_steps = 0, 0
+    with pytest.raises(settings.SettingError, match=r"config.train.encoder_steps must be an integer >= 1 when "
+                                                    r"config.train.generator_steps is 0, got 0"):
+        program.check_config(config, ft.METHOD)
+    config.train.encoder_steps = 1  # one stage may be empty (e.g. encoder_steps=0: adversarial stage only)
+    program.check_config(config, ft.METHOD)

@@ -69,7 +69,7 @@ def test_missing_optional_and_nested_lookups():
     (funetgan_config, "eval.aupro_fpr_limit", 0.0, "config.eval.aupro_fpr_limit must be a number in (0, 1], got 0.0"),
     (funetgan_config, "model.dtype", "float16",
      "config.model.dtype must be one of ('float32', 'bfloat16'), got 'float16'"),
-    (gon_config, "train.steps", -1, "config.train.steps must be an integer >= 0, got -1"),
+    (gon_config, "train.steps", -1, "config.train.steps must be an integer >= 1, got -1"),
     (gon_config, "model.activation", "gelu", "config.model.activation must be one of"),
     (gon_config, "model.image_size", 32, "config.model.image_size must be config.data.image_size"),
 ])

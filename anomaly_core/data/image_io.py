@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import warnings
+import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from anomaly_core.data.records import DataError
 
@@ -112,17 +114,83 @@ def _check_cached(path: str, size: int, mtime_ns: int, max_pixels: int) -> tuple
         with _open(path, max_pixels) as im:
             if im.format in _VERIFIED_FORMATS:
                 im.verify()
+            if im.format == "PNG":
+                _check_png_rows(path)
         # And a full decode (verify() leaves its image unusable, so from a fresh open):
         # verify() passes a PNG whose chunk CRCs are right but whose compressed data stream
         # is corrupt, and decoding alone ignores wrong CRCs.
         with _open(path, max_pixels) as im:
             im.load()
             _check_float_values(path, im)
-            return im.size
+            w, h = im.size
+            return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
     except ImageReadError:
         raise
     except Exception as e:  # pylint: disable=broad-except
         raise ImageReadError(path, f"corrupt or truncated ({e})") from e
+
+
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_row_bytes(width: int, height: int, bits: int, interlaced: bool) -> list[int]:
+    """The size of each row of a PNG's decompressed image data (its filter byte included),
+    every pass of an interlaced one in turn."""
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    rows = []
+    for x0, y0, dx, dy in passes:
+        w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if w > 0:
+            rows += [1 + (w * bits + 7) // 8] * max(h, 0)
+    return rows
+
+
+def _check_png_rows(path: str) -> None:
+    """A PNG whose compressed image data ends early (a complete stream of too few rows)
+    decodes in PIL without an error, the missing rows black: count the rows it holds."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos, header, inflate, got = 8, None, zlib.decompressobj(), 0
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            got += len(inflate.decompress(body))
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None or header[3] not in _PNG_SAMPLES:
+        return  # PIL's own checks report it
+    width, height, depth, colour, _, _, interlace = header
+    rows = _png_row_bytes(width, height, depth * _PNG_SAMPLES[colour], interlace == 1)
+    if got < sum(rows):
+        full, total = 0, 0
+        for size in rows:
+            if total + size > got:
+                break
+            total, full = total + size, full + 1
+        what = f"{full} of {len(rows)} rows" + (" (of the interlaced passes)" if interlace else "")
+        raise ImageReadError(path, f"corrupt or truncated (its image data ends after {what}; a decoder would "
+                                   "fill the rest with black)")
+
+
+_ORIENTATION = 0x0112  # the EXIF tag; values 5 to 8 swap width and height
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_ORIENTATION, 1))
+    except Exception:  # pylint: disable=broad-except - a malformed EXIF block: the pixels as stored
+        return 1
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: a camera's EXIF orientation applied (a phone photo
+    taken sideways is stored sideways with the tag that turns it upright)."""
+    return ImageOps.exif_transpose(im) if _orientation(im) != 1 else im
 
 
 def _check_float_values(path: str, im: Image.Image) -> None:
@@ -139,10 +207,11 @@ def _check_float_values(path: str, im: Image.Image) -> None:
 
 
 def check_image(path: str, max_pixels: int = 50_000_000) -> tuple[int, int]:
-    """Checks a file by decoding it once (cached per path, size and mtime); returns (width, height).
+    """Checks a file by decoding it once (cached per path, size and mtime); returns (width, height)
+    as `decode_image` gives it (after the EXIF orientation).
 
-    Raises ImageReadError for empty, unidentifiable, truncated, corrupt or oversized files,
-    and for float images with NaN/inf values or values outside [0, 1].
+    Raises ImageReadError for empty, unidentifiable, truncated, corrupt or oversized files
+    (also a PNG whose image data holds fewer rows than its header says), and for float images with NaN/inf values or values outside [0, 1].
     """
     try:
         st = os.stat(path)
@@ -179,14 +248,15 @@ def decode_image(path: str, max_pixels: int = 50_000_000) -> np.ndarray:
     """Decodes an image file to (H, W, C) float32 in [0, 1], C in {1, 3}.
 
     Grayscale (8/16-bit, binary) gives C = 1; palette, RGBA, CMYK and other colour
-    modes give C = 3 (alpha dropped). Raises ImageReadError naming the file.
+    modes give C = 3 (alpha dropped). An EXIF orientation tag is applied (the image upright,
+    as viewers show it). Raises ImageReadError naming the file.
     """
     im = _open(path, int(max_pixels))
     try:
         with im:
             im.load()
             _check_float_values(path, im)
-            return _pil_to_float(im)
+            return _pil_to_float(_upright(im))
     except ImageReadError:
         raise
     except Exception as e:  # pylint: disable=broad-except

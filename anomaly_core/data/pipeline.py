@@ -8,6 +8,7 @@ Every batch is a dict of numpy arrays:
 
 from __future__ import annotations
 
+import logging
 import math
 
 import grain
@@ -20,6 +21,8 @@ from anomaly_core.data.records import DataError, Split
 from anomaly_core.data.splits import load_split
 
 Batch = dict[str, np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 class ExampleLoader:
@@ -37,6 +40,7 @@ class ExampleLoader:
         self.channels = int(data_cfg.channels)
         self.value_range = tuple(float(v) for v in data_cfg.value_range)
         self.max_pixels = int(data_cfg.max_image_pixels)
+        self.strict = bool(data_cfg.strict)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def _read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,8 +93,21 @@ class ExampleLoader:
         }
 
     def __call__(self, item: tuple[int, bool]) -> dict[str, np.ndarray]:
+        """Evaluation example of `item` (index, valid). A file that can no longer be read (it
+        vanished or changed since the listing) gives a row with valid=False, named in a
+        warning: the evaluation scores the others (`evaluation.score_batches` reports it
+        missing) rather than failing after all training (config.data.strict: the error)."""
         i, valid = item
-        image, mask = self.base(i)
+        try:
+            image, mask = self.base(i)
+        except DataError as e:
+            if self.strict:
+                raise
+            if valid:  # padding rows repeat a record: named once
+                log.warning("Skipping %s: %s (unreadable when scored, listed before)",
+                            self.split.records[i].path, getattr(e, "reason", e))
+            blank = np.zeros((self.size, self.size), np.float32)
+            return self.example(i, np.zeros((self.size, self.size, self.channels), np.float32), blank, False)
         return self.example(i, image, mask, valid)
 
 
