@@ -202,6 +202,12 @@ def score_split(
     )
 
 
+# <workdir>/eval/timing.json: the wall time of the test split's scoring pass (decoding, scoring,
+# panels kept; no compilation when the validation split was scored first with the same batch
+# shape), in seconds.
+TIMING_FILE = "timing.json"
+
+
 def evaluate(
     score_fn: ScoreFn,
     config,
@@ -255,9 +261,6 @@ def evaluate(
         "checkpoint": checkpoint,  # how it was selected (config.eval.checkpoint)
         # Files listed at start-up that could not be read when scored (vanished, rewritten).
         "unreadable_files": {"count": len(unreadable), "paths": unreadable},
-        # Wall time of the test split's scoring pass (decoding, scoring, panels kept; no
-        # compilation when the validation split was scored first with the same batch shape).
-        "test_scoring_s": round(test_scoring_s, 3),
     }
     if unreadable:
         log.warning("%d listed file(s) could not be read when scored and were left out of the metrics (named "
@@ -280,6 +283,9 @@ def evaluate(
                 writer=writer,
                 step=step,
             )
+            # Wall time apart from metrics.json, which a resumed run reproduces bit for bit.
+            report.write_atomically(os.path.join(staging, TIMING_FILE), json.dumps(
+                {"test_examples": int(len(test.labels)), "test_scoring_s": round(test_scoring_s, 3)}).encode())
         log.info("evaluation outputs in %s", final)
     return results
 

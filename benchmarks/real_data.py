@@ -40,6 +40,8 @@ METHODS = {
     "cae": "configs/cae_mvtec.py:cpu",
 }
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")
+RUN_RECORD = ("wall_s", "minutes", "cache")  # what <runs>/<name>.run.json keeps of a run
+TIMING_FILE = "timing.json"  # anomaly_core.evaluation.TIMING_FILE (not imported: the benchmark needs no JAX)
 COLUMNS = (
     ("method", "method"), ("category", "category"), ("seed", "seed"),
     ("image_auroc", "image AUROC"), ("baseline_image_auroc", "baseline"), ("delta_image_auroc", "delta"),
@@ -61,10 +63,11 @@ def command(method: str, category: str, seed: int, root: str, workdir: str, sets
             *[f"--config.{s}" for s in sets]]
 
 
-def row_from_metrics(metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
+def row_from_metrics(metrics: dict[str, Any], timing: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
     """One table row from a run's eval/metrics.json: the method's and the baseline's image
-    AUROC, pixel AUROC and AUPRO, their differences (method - baseline) and the scoring time
-    per test image; `fields` (method, category, seed, wall time, ...) are kept as given."""
+    AUROC, pixel AUROC and AUPRO, their differences (method - baseline), and from its
+    eval/timing.json (`timing`, optional) the scoring time per test image; `fields` (method,
+    category, seed, wall time, ...) are kept as given."""
     scalars = metrics.get("scalars", {})
     base = metrics.get("baseline", {})
     row: dict[str, Any] = dict(fields)
@@ -73,10 +76,8 @@ def row_from_metrics(metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
         row[f"baseline_{key}"] = base.get(key)
         if row[key] is not None and row[f"baseline_{key}"] is not None:
             row[f"delta_{key}"] = round(float(row[key]) - float(row[f"baseline_{key}"]), 4)
-    timing = metrics.get("evaluation", {})
-    seconds, images = timing.get("test_scoring_s"), timing.get("test_examples")
+    seconds, images = (timing or {}).get("test_scoring_s"), (timing or {}).get("test_examples")
     row["ms_per_image"] = round(1000.0 * seconds / images, 1) if seconds is not None and images else None
-    row["untrained"] = bool(timing.get("untrained", False))
     return row
 
 
@@ -106,10 +107,12 @@ def run_one(method: str, category: str, seed: int, args: argparse.Namespace) -> 
     argv = command(method, category, seed, args.root, workdir, args.set, args.config.get(method))
     fields: dict[str, Any] = {"method": method, "category": category, "seed": seed,
                               "command": "python " + shlex.join(argv)}
+    record_path = os.path.join(args.runs, name + ".run.json")  # how the run went: wall time, cache
     if args.tables_only or (os.path.exists(metrics_path) and not args.rerun):
-        previous = _previous_row(args.out, name)
-        fields.update({k: previous.get(k) for k in ("wall_s", "minutes", "cache") if k in previous})
+        fields.update(_run_record(record_path) or _previous_row(args.out, name))
     else:
+        if os.path.exists(workdir):  # launch.py would resume it: neither a fresh run nor a cold wall time
+            raise FileExistsError(f"{workdir} exists: move it away to train it again (the benchmark deletes no run)")
         env = dict(os.environ)
         if args.compile_cache == "fresh":
             cache = tempfile.mkdtemp(prefix=f"xla_{name}_")
@@ -127,21 +130,38 @@ def run_one(method: str, category: str, seed: int, args: argparse.Namespace) -> 
         if proc.returncode != 0:
             raise RuntimeError(f"{fields['command']} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")
         fields.update(wall_s=round(wall, 1), minutes=round(wall / 60, 1))
+        with open(record_path, "w") as f:
+            json.dump({k: fields[k] for k in RUN_RECORD}, f)
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{metrics_path}: the run has no evaluation (run it without --tables-only)")
     with open(metrics_path) as f:
         metrics = json.load(f)
-    return {**row_from_metrics(metrics, **fields), "workdir": workdir, "pictures": pictures(workdir)}
+    timing_path = os.path.join(workdir, "eval", TIMING_FILE)
+    timing = None
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
+            timing = json.load(f)
+    return {**row_from_metrics(metrics, timing, **fields), "workdir": workdir, "pictures": pictures(workdir)}
+
+
+def _run_record(path: str) -> dict[str, Any]:
+    """What the benchmark recorded when it ran the run (<runs>/<name>.run.json), or {}."""
+    try:
+        with open(path) as f:
+            return {k: v for k, v in json.load(f).items() if k in RUN_RECORD}
+    except (OSError, ValueError):
+        return {}
 
 
 def _previous_row(out: str, name: str) -> dict[str, Any]:
-    """The row an earlier benchmark recorded for run `name` (its wall time), or {}."""
+    """The wall time and cache state an earlier table (<out>.json) recorded for run `name`, or {}."""
     try:
         with open(out + ".json") as f:
             rows = json.load(f)["rows"]
     except (OSError, ValueError, KeyError):
         return {}
-    return next((r for r in rows if os.path.basename(r.get("workdir", "")) == name), {})
+    row = next((r for r in rows if os.path.basename(r.get("workdir", "")) == name), {})
+    return {k: row[k] for k in RUN_RECORD if k in row}
 
 
 def write_tables(rows: list[dict[str, Any]], out: str, meta: dict[str, Any], cmd: str) -> str:
@@ -175,7 +195,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="run METHOD with another config than its CPU preset")
     p.add_argument("--compile-cache", default="fresh",
                    help="'fresh' (default: an empty cache per run, cold wall times) or a folder to share")
-    p.add_argument("--rerun", action="store_true", help="train again runs that already have an evaluation")
+    p.add_argument("--rerun", action="store_true",
+                   help="train again runs that already have an evaluation (move their workdirs away first)")
     p.add_argument("--tables-only", action="store_true", help="only re-read finished runs and write the tables")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]

@@ -91,3 +91,23 @@ def cpu_size(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.eval.max_panels = 12
     return config
 
+
+def mvtec_config(kind: str, preset: str, name: str) -> ml_collections.ConfigDict:
+    """An MVTec AD config of the GON or CAE (`kind`; file `name`), 15 categories pooled: the
+    reference notebook's network and training with the recipe measured on real photographs,
+    or its preset ('cpu', 'tiny', 'reference')."""
+    config = base_config(kind, "mvtec")
+    config.data.source = "mvtec"
+    config.data.root = "/path/to/mvtec_anomaly_detection"
+    config.data.categories = ("all",)
+    if preset == "reference":
+        return config
+    real_data_recipe(config)
+    if preset == "cpu":
+        cpu_size(config)
+    elif preset == "tiny":
+        shrink_gon(config)
+    elif preset:
+        raise ValueError(f"unknown preset {preset!r} for {name} (known: cpu, tiny, reference)")
+    return config
+

@@ -8,7 +8,7 @@ augmentation by category kind ('auto') and the squared-error map smoothed with s
 
 Per category: --config.data.categories=bottle (or a comma list). The reference scored with
 F(0); compare with --mode=eval --config.eval.scoring=reference_zero_latent.
-Presets:
+Presets (known: cpu, tiny, reference):
   `:cpu`  the measured recipe at CPU size, one category (about 5 minutes on 2 cores):
       python launch.py --config=configs/gon_mvtec.py:cpu --workdir=runs/gon_transistor \
           --config.data.root=/data/mvtec --config.data.categories=transistor
@@ -16,21 +16,8 @@ Presets:
   `:tiny`  tests.
 At full size only the network and the step count differ from `:cpu` (unmeasured there).
 """
-from configs.gon_base import base_config, cpu_size, real_data_recipe, shrink_gon
+from configs.gon_base import mvtec_config
 
 
 def get_config(preset: str = ""):
-    config = base_config("conv_gon", "mvtec")
-    config.data.source = "mvtec"
-    config.data.root = "/path/to/mvtec_anomaly_detection"
-    config.data.categories = ("all",)
-    if preset == "reference":
-        return config
-    real_data_recipe(config)
-    if preset == "cpu":
-        cpu_size(config)
-    elif preset == "tiny":
-        shrink_gon(config)
-    elif preset:
-        raise ValueError(f"unknown preset {preset!r} for configs/gon_mvtec.py (known: cpu, tiny, reference)")
-    return config
+    return mvtec_config("conv_gon", preset, "configs/gon_mvtec.py")

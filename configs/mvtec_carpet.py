@@ -6,9 +6,9 @@
 MVTec AD: https://www.mvtec.com/company/research/datasets/mvtec-ad (download and unpack,
 then point config.data.root at the folder holding bottle/, carpet/, ...). Any category:
 --config.data.categories=<category>.
-Presets:
+Presets (known: cpu, tiny, reference):
   `:cpu`  the recipe measured on a real MVTec AD category at CPU size (64x64, width 4,
-      1,200 + 300 updates, under 20 minutes on 2 cores; docs/REAL_DATA.md):
+      1,500 + 300 updates, under 20 minutes on 2 cores; docs/REAL_DATA.md):
       python launch.py --config=configs/mvtec_carpet.py:cpu --workdir=runs/transistor \
           --config.data.root=/data/mvtec --config.data.categories=transistor
   `:reference`  the original's networks and training dynamics (instance-norm critic, pixel
@@ -21,24 +21,8 @@ the latent regression, the latent refined at test time, the map's mean as image 
 px per 64 px, a moving average of G. Measured at 64x64 only: full size (128x128, width 64,
 Adam 1e-4, n_critic 5, CBAM critic, 10,000 + 10,000 updates) is unmeasured (no GPU).
 """
-from configs.funetgan_base import base_config, mvtec_cpu, real_data_recipe, reference_dynamics, shrink
+from configs.funetgan_base import mvtec_config
 
 
 def get_config(preset: str = ""):
-    config = base_config()
-    config.data.source = "mvtec"
-    config.data.root = "/path/to/mvtec_anomaly_detection"
-    config.data.categories = ("carpet",)
-    if preset == "reference":
-        return reference_dynamics(config)
-    real_data_recipe(config)
-    # The moving average of G that the CPU preset measured helping (docs/REAL_DATA.md); at
-    # full size (10,000 updates) a slower decay.
-    config.train.g_ema_decay = 0.999
-    if preset == "cpu":
-        mvtec_cpu(config)
-    elif preset == "tiny":
-        shrink(config)
-    elif preset:
-        raise ValueError(f"unknown preset {preset!r} for configs/mvtec_carpet.py (known: cpu, tiny, reference)")
-    return config
+    return mvtec_config("carpet", preset, "configs/mvtec_carpet.py")

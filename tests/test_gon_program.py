@@ -174,6 +174,10 @@ def test_checkpoint_selection_best_latest_and_step(trained, tmp_path):
     results = program.evaluate(gon_train.METHOD, config, workdir)
     assert results["evaluation"]["train_steps"] == best
     assert results["evaluation"]["checkpoint"] == "best (lowest validation val_score)"
+    # The scoring time goes to its own file: metrics.json stays what a resumed run reproduces.
+    timing = json.load(open(os.path.join(workdir, "eval", "timing.json")))
+    assert timing["test_examples"] == results["evaluation"]["test_examples"] and timing["test_scoring_s"] > 0
+    assert "test_scoring_s" not in open(os.path.join(workdir, "eval", "metrics.json")).read()
 
 
 def test_python_api_scores_equal_the_evaluation_scores(trained):
