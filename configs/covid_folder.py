@@ -7,6 +7,9 @@ COVID-19 CT data: <root>/train/good/*.png, <root>/test/<class>/*.png (good = nor
 
 CT slices are grayscale; they are replicated to 3 channels (config.data.channels = 3) so the
 networks keep the reference's RGB shapes. Set channels=1 on both data and model for 1-channel.
+Augmentation: 'auto' counts a folder dataset as aligned images and trains on them as they are
+(anomaly_core/data/augmentation.py); --config.data.augment=crop gives the reference's
+RandomResizedCrop + flips.
 """
 from configs.funetgan_base import base_config, shrink
 
