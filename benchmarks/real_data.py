@@ -109,7 +109,7 @@ def run_one(method: str, category: str, seed: int, args: argparse.Namespace) -> 
                               "command": "python " + shlex.join(argv)}
     record_path = os.path.join(args.runs, name + ".run.json")  # how the run went: wall time, cache
     if args.tables_only or (os.path.exists(metrics_path) and not args.rerun):
-        fields.update(_run_record(record_path) or _previous_row(args.out, name))
+        fields.update(_run_record(record_path))
     else:
         if os.path.exists(workdir):  # launch.py would resume it: neither a fresh run nor a cold wall time
             raise FileExistsError(f"{workdir} exists: move it away to train it again (the benchmark deletes no run)")
@@ -151,17 +151,6 @@ def _run_record(path: str) -> dict[str, Any]:
             return {k: v for k, v in json.load(f).items() if k in RUN_RECORD}
     except (OSError, ValueError):
         return {}
-
-
-def _previous_row(out: str, name: str) -> dict[str, Any]:
-    """The wall time and cache state an earlier table (<out>.json) recorded for run `name`, or {}."""
-    try:
-        with open(out + ".json") as f:
-            rows = json.load(f)["rows"]
-    except (OSError, ValueError, KeyError):
-        return {}
-    row = next((r for r in rows if os.path.basename(r.get("workdir", "")) == name), {})
-    return {k: row[k] for k in RUN_RECORD if k in row}
 
 
 def write_tables(rows: list[dict[str, Any]], out: str, meta: dict[str, Any], cmd: str) -> str:
