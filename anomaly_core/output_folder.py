@@ -8,7 +8,10 @@ written, swaps it in place of `<final>/` with two renames (`<final>` ->
 removed. Nothing without the marker is ever removed or replaced: a `<final>` that holds
 files but no marker is refused (or, for the workdir's own folders written by versions before
 the marker, kept beside as `<final>.unmarked-<time>`), and the clean-up of killed runs'
-leftovers touches only siblings named as above that carry a marker. The whole replacement
+leftovers touches only siblings named as above that carry a marker (the staging folder is
+made as `<final>.partial-<pid>-<token>.init/` and renamed once its marker is complete, so a
+run killed in between leaves a `.init` folder holding nothing but that marker, which the
+clean-up removes too). The whole replacement
 runs under a lock, `.<name>.lock` beside it (`workdir_lock.hold_file`), so two runs writing one
 output folder at once are refused rather than deleting each other's staging folder.
 A run killed at any point leaves the previous complete folder readable: as `<final>/`, or,
@@ -61,11 +64,37 @@ def _leftovers(final: str, kind: str) -> list[str]:
     return found
 
 
+def _unfinished_stagings(final: str) -> list[str]:
+    """`<final>.partial-<pid>-<token>.init` folders holding nothing, or only this program's
+    marker: a run killed before its staging folder was named (nothing of anyone's in them)."""
+    pattern = re.compile(re.escape(os.path.basename(final)) + rf"\.partial-{_TOKEN}\.init")
+    found = []
+    for path in glob.glob(glob.escape(final) + ".partial-*.init"):
+        if not pattern.fullmatch(os.path.basename(path)) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        names = os.listdir(path)
+        marker = os.path.join(path, MARKER)
+        if not names or (names == [MARKER] and os.path.isfile(marker) and not os.path.islink(marker)
+                         and _is_marker_text(marker)):
+            found.append(path)
+    return found
+
+
+def _is_marker_text(path: str) -> bool:
+    """The file holds a prefix of the marker text (a write cut short counts)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(200)
+    except OSError:
+        return False
+    return len(data) < 200 and (_PREFIX.encode().startswith(data) or data.startswith(_PREFIX.encode()))
+
+
 def recover(final: str) -> None:
     """Removes the staging folders of killed runs next to `final` and puts back a previous
     complete folder that a run killed mid-swap left as `.old-*`; touches only folders
     `_leftovers` recognises as this program's. Call under the folder's lock."""
-    for partial in _leftovers(final, "partial"):
+    for partial in _leftovers(final, "partial") + _unfinished_stagings(final):
         shutil.rmtree(partial, ignore_errors=True)
     olds = sorted(_leftovers(final, "old"), key=os.path.getmtime)
     if olds and not os.path.lexists(final):
@@ -120,9 +149,11 @@ def replacing(final: str, setting: str, *, keep_unmarked: bool = False) -> Itera
         recover(final)
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
         partial = f"{final}.partial-{token}"
-        os.makedirs(partial)
-        with open(os.path.join(partial, MARKER), "w") as f:  # first: the folder is ours from now on
+        # The folder takes its name only with a complete marker: `_leftovers` recognises it then.
+        os.makedirs(partial + ".init")
+        with open(os.path.join(partial + ".init", MARKER), "w") as f:
             f.write(f"{_PREFIX}{token}\n")
+        os.rename(partial + ".init", partial)
         try:
             yield partial
         except BaseException:

@@ -102,6 +102,25 @@ def test_the_program_replaces_and_cleans_up_only_its_own_folders(tmp_path):
     assert open(os.path.join(final, "a.txt")).read() == "second"
 
 
+def test_a_run_killed_before_its_staging_folder_was_named_leaves_nothing_behind(tmp_path):
+    """Killed between making `<final>.partial-<token>.init` and renaming it: the folder holds
+    nothing, or a marker cut short; the next run removes it. One holding anything else stays."""
+    final = str(tmp_path / "eval")
+    empty = f"{final}.partial-98-0123abcd.init"
+    cut = f"{final}.partial-99-0123abcd.init"
+    users = f"{final}.partial-97-0123abcd.init"
+    for folder in (empty, cut, users):
+        os.makedirs(folder)
+    open(os.path.join(cut, output_folder.MARKER), "w").write("anomaly_core out")
+    open(os.path.join(users, output_folder.MARKER), "w").write("anomaly_core output folder 97-0123abcd\n")
+    open(os.path.join(users, "mask.png"), "w").write("the user's")
+    with output_folder.replacing(final, "--output") as staging:
+        assert os.path.basename(staging).startswith("eval.partial-") and not staging.endswith(".init")
+        open(os.path.join(staging, "a.txt"), "w").write("new")
+    assert sorted(os.listdir(tmp_path)) == [".eval.lock", "eval", os.path.basename(users)]
+    assert open(os.path.join(users, "mask.png")).read() == "the user's"
+
+
 def test_workdirs_own_unmarked_folder_is_kept_aside_not_deleted(tmp_path):
     """An eval/ written before the marker existed: kept whole beside the new one."""
     final = str(tmp_path / "eval")
