@@ -98,13 +98,15 @@ def cache_state(folder: str) -> str:
     return "empty" if entries == 0 else f"warm ({entries} entries)"
 
 
-def run_one(method: str, category: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_one(method: str, category: str, seed: int, args: argparse.Namespace, name: str | None = None,
+            sets: Sequence[str] = ()) -> dict[str, Any]:
     """Trains and evaluates one run (unless it finished before and --rerun is off, then its
-    metrics are re-read) and returns its row."""
-    name = run_name(method, category, seed)
+    metrics are re-read) and returns its row. `name`: the run's folder under args.runs
+    (default `run_name`); `sets`: overrides of this run on top of args.set."""
+    name = name or run_name(method, category, seed)
     workdir = os.path.join(args.runs, name)
     metrics_path = os.path.join(workdir, "eval", "metrics.json")
-    argv = command(method, category, seed, args.root, workdir, args.set, args.config.get(method))
+    argv = command(method, category, seed, args.root, workdir, [*args.set, *sets], args.config.get(method))
     fields: dict[str, Any] = {"method": method, "category": category, "seed": seed,
                               "command": "python " + shlex.join(argv)}
     record_path = os.path.join(args.runs, name + ".run.json")  # how the run went: wall time, cache
