@@ -53,9 +53,11 @@ def critic_sets(block: str, attention: str) -> list[str]:
     return [f"model.d_block={block}", f"model.d_attention={attention}"]
 
 
-def encoder_only_command(workdir: str) -> list[str]:
-    """The evaluation of a copied run with the encoder's latent as is (argv, without the interpreter)."""
-    return ["launch.py", f"--workdir={workdir}", "--mode=eval", "--config.eval.refine_steps=0"]
+def encoder_only_command(training: Sequence[str], workdir: str) -> list[str]:
+    """The evaluation of a copied run with the encoder's latent as is: the training command
+    `training` (argv) in `workdir`, in eval mode, refinement off."""
+    argv = [a for a in training if not a.startswith("--workdir=")]
+    return [*argv, f"--workdir={workdir}", "--mode=eval", "--config.eval.refine_steps=0"]
 
 
 def encoder_only_row(trained: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def encoder_only_row(trained: dict[str, Any], args: argparse.Namespace) -> dict[
     src = trained["workdir"]
     workdir = src + "_encoder_only"
     metrics_path = os.path.join(workdir, "eval", "metrics.json")
-    argv = encoder_only_command(workdir)
+    argv = encoder_only_command(shlex.split(trained["command"])[1:], workdir)
     if not os.path.exists(metrics_path) and not args.tables_only:
         if not os.path.exists(workdir):
             shutil.copytree(src, workdir, symlinks=True, ignore=shutil.ignore_patterns("eval", "events.out.*"))
