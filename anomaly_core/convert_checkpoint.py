@@ -17,7 +17,7 @@ to --pth.
 
 The method is config.method's (anomaly_core.methods); it hands its networks to this command
 as `Method.torch` (a torch_import.TorchNetworks: funetgan_jax/torch_names.py,
-gon_jax/torch_names.py), which names the --network values it accepts and holds their
+gon_jax/torch_networks.py), which names the --network values it accepts and holds their
 PyTorch name maps. Run from the repository root (configs/ is imported from there). The
 config fixes the architecture (config.model: widths, image size, variant switches).
 Spectral norm (f-UNetGAN): the file says which format it holds (the original f-UNetGAN's

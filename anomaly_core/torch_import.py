@@ -3,7 +3,7 @@
 A network's name map (`NameMap`) is built from the structure of a Flax variables template:
 a list of `Layer`s pairing a PyTorch module prefix with a Flax module path and a layer kind.
 Each method package owns the name maps of its networks (funetgan_jax/torch_names.py,
-gon_jax/torch_names.py, whose PyTorch side is the package's torch_reference.py mirror) and
+gon_jax/torch_names.py and gon_jax/torch_networks.py, whose PyTorch side is the package's torch_reference.py mirror) and
 hands them, with what else the converter command needs, to the core as a `TorchNetworks`
 (`Method.torch`). Layouts:
 

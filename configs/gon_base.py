@@ -6,6 +6,7 @@ import ml_collections
 from anomaly_core.data.config import default_data_config
 from configs import common
 from gon_jax.build import default_gon_model_config
+from gon_jax.variants import variant
 
 
 def base_config(kind: str, preset: str) -> ml_collections.ConfigDict:
@@ -18,9 +19,9 @@ def base_config(kind: str, preset: str) -> ml_collections.ConfigDict:
     config.data.image_size = config.model.image_size
     config.data.channels = config.model.channels
     config.data.augment = "none"  # the GON notebooks only resize (and normalise)
-    # tanh decoders on MVTec use [-1, 1] (reference); sigmoid outputs (CAE, VAE) need [0, 1].
-    config.data.value_range = (-1.0, 1.0) if config.model.get("out_activation") == "tanh" \
-        and preset == "mvtec" else (0.0, 1.0)
+    # The range the model's output covers: tanh decoders on MVTec [-1, 1] (reference), sigmoid
+    # outputs (CAE, VAE) and the MNIST decoders [0, 1].
+    config.data.value_range = variant(config.model).value_range(config.model)
 
     config.train = ml_collections.ConfigDict(dict(
         batch_size=64,  # global training batch (a multiple of the device count)

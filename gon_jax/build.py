@@ -20,36 +20,12 @@ import ml_collections
 from anomaly_core import settings
 from anomaly_core.precision import DEFAULT_DTYPE, compute_dtype
 from anomaly_core.summary import parameter_summary
-from gon_jax.cae import ConvAutoencoder
-from gon_jax.layers import (ACTIVATIONS, OUT_ACTIVATIONS, ConvDecoder, decoder_output_size, mnist_stages,
-                            mvtec_stages, vae32_stages)
-from gon_jax.siren import ImplicitGON
-from gon_jax.variational import VariationalGON
-
-KINDS = ("conv_gon", "implicit_gon", "variational_gon", "cae")
-KIND_RULE = settings.choice("config.model.kind", KINDS)
-STAGE_LAYOUTS = {"mvtec": mvtec_stages, "mnist": mnist_stages, "vae32": vae32_stages}
-
-_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    # docs/METHODS.md 2.2
-    ("conv_gon", "mvtec"): dict(nz=100, ngf=124, image_size=64, channels=3, activation="elu", out_activation="tanh"),
-    # docs/METHODS.md 2.3
-    ("conv_gon", "mnist"): dict(nz=100, ngf=64, image_size=28, channels=1, activation="elu", out_activation="tanh"),
-    # docs/METHODS.md 2.5 (ReLU and sigmoid as in cwkx/GON Variational-GON.py)
-    ("variational_gon", "vae32"): dict(nz=48, ngf=32, image_size=32, channels=1, activation="relu",
-                                       out_activation="sigmoid"),
-    # docs/METHODS.md 2.4
-    ("implicit_gon", "mnist"): dict(nz=32, image_size=28, channels=1, hidden=(256, 256, 256, 256), w0=30.0),
-    ("implicit_gon", "mvtec"): dict(nz=32, image_size=64, channels=3, hidden=(256, 256, 256, 256), w0=30.0),
-    # docs/METHODS.md 2.7
-    ("cae", "mvtec"): dict(image_size=64, channels=3, widths=(32, 64)),
-    ("cae", "mnist"): dict(image_size=28, channels=1, widths=(32, 64)),
-}
+from gon_jax.variants import VARIANTS, kind_rule, variant
 
 
 def default_gon_model_config(kind: str = "conv_gon", preset: str = "mvtec") -> ml_collections.ConfigDict:
-    """Full-size settings of one (kind, preset): conv_gon mvtec|mnist, variational_gon vae32,
-    implicit_gon mnist|mvtec, cae mvtec|mnist.
+    """Full-size settings of one (kind, preset) (gon_jax/variants.py): conv_gon mvtec|mnist,
+    variational_gon vae32, implicit_gon mnist|mvtec, cae mvtec|mnist.
 
     Fields:
       kind: 'conv_gon' | 'variational_gon' | 'implicit_gon' (SIREN) | 'cae' (autoencoder baseline).
@@ -65,48 +41,23 @@ def default_gon_model_config(kind: str = "conv_gon", preset: str = "mvtec") -> m
       widths: the CAE's encoder widths.
       dtype: the computation dtype ('float32' | 'bfloat16').
     """
-    if (kind, preset) not in _DEFAULTS:
-        known = ", ".join(f"{k}/{p}" for k, p in _DEFAULTS)
+    if preset not in (VARIANTS[kind].defaults if kind in VARIANTS else {}):
+        known = ", ".join(f"{k}/{p}" for k, v in VARIANTS.items() for p in v.defaults)
         raise ValueError(f"config.model.kind/preset {kind!r}/{preset!r} has no defaults; known: {known}")
     return ml_collections.ConfigDict(dict(
-        kind=kind, preset=preset, **_DEFAULTS[(kind, preset)],
+        kind=kind, preset=preset, **VARIANTS[kind].defaults[preset],
         # Computation dtype: 'float32' | 'bfloat16' (not for the implicit GON); params, losses and
         # BatchNorm statistics stay float32.
         dtype=DEFAULT_DTYPE,
     ))
 
 
-def _decoded_size(model_cfg: Any) -> int | None:
-    """The side the conv/variational decoder of config.model.preset outputs (None if unknown)."""
-    try:
-        return decoder_output_size(STAGE_LAYOUTS[model_cfg.preset](model_cfg.ngf, model_cfg.channels))
-    except (KeyError, AttributeError, TypeError, ValueError):
-        return None
-
-
 def model_rules(model_cfg: Any) -> list[settings.Rule]:
     """The constraints of config.model for its kind (the kind is checked first)."""
-    i, c = settings.integer, settings.choice
-    rules = [KIND_RULE, i("config.model.image_size", 1), i("config.model.channels", 1)]
-    kind = model_cfg.get("kind") if hasattr(model_cfg, "get") else None
-    if kind in ("conv_gon", "variational_gon"):
-        size = _decoded_size(model_cfg)
-        rules += [c("config.model.preset", tuple(STAGE_LAYOUTS)), i("config.model.nz", 1), i("config.model.ngf", 1),
-                  c("config.model.activation", tuple(ACTIVATIONS)),
-                  c("config.model.out_activation", tuple(OUT_ACTIVATIONS)),
-                  settings.Rule("config.model.image_size", f"{size}, the side config.model.preset="
-                                f"{model_cfg.get('preset')!r} decodes", lambda v: v == size)]
-    elif kind == "implicit_gon":
-        # sin(w0 * h) with w0 = 30: bfloat16's relative rounding 2^-8 of h ~ 1 becomes a phase
-        # error of ~0.1 rad, so the SIREN's output would be noise at the pixel scale.
-        rules += [i("config.model.nz", 1), settings.number("config.model.w0", 0, low_open=True),
-                  settings.Rule("config.model.dtype", "'float32' for the implicit GON (its sine layers multiply "
-                                "activations by w0 = 30, which bfloat16 rounding turns into phase noise)",
-                                lambda v: v == "float32", optional=True)]
-    elif kind == "cae":
-        # config.model.hidden and widths: checked by the modules they shape (siren.py, cae.py).
-        rules += [settings.Rule("config.model.image_size", "divisible by 4 for the CAE", lambda v: v % 4 == 0)]
-    return rules
+    settings.check(model_cfg, [kind_rule()], at="config.model")
+    i = settings.integer
+    return [kind_rule(), i("config.model.image_size", 1), i("config.model.channels", 1),
+            *variant(model_cfg).rules(model_cfg)]
 
 
 def build_gon_model(model_cfg: Any) -> nn.Module:
@@ -116,21 +67,13 @@ def build_gon_model(model_cfg: Any) -> nn.Module:
     images to images. Raises settings.SettingError naming the config field at fault.
     """
     settings.check(model_cfg, model_rules(model_cfg), at="config.model")
-    m, dtype = model_cfg, compute_dtype(model_cfg)
-    if m.kind in ("conv_gon", "variational_gon"):
-        stages = STAGE_LAYOUTS[m.preset](m.ngf, m.channels)
-        network = ConvDecoder if m.kind == "conv_gon" else VariationalGON
-        return network(m.nz, stages, activation=m.activation, out_activation=m.out_activation, dtype=dtype)
-    if m.kind == "implicit_gon":
-        return ImplicitGON(nz=m.nz, image_size=m.image_size, channels=m.channels, hidden=tuple(m.hidden),
-                           w0=float(m.w0))
-    return ConvAutoencoder(channels=m.channels, widths=tuple(m.widths), dtype=dtype)
+    return variant(model_cfg).module(model_cfg, compute_dtype(model_cfg))
 
 
 def model_input(model_cfg: Any, batch_size: int = 2) -> jax.Array:
     """Zeros shaped like the model's input: z (B, nz) for a GON, images (B, S, S, C) for the CAE."""
     settings.check(model_cfg, model_rules(model_cfg), at="config.model")
-    if model_cfg.kind == "cae":
+    if not variant(model_cfg).is_gon:
         s = model_cfg.image_size
         return jnp.zeros((batch_size, s, s, model_cfg.channels), jnp.float32)
     return jnp.zeros((batch_size, model_cfg.nz), jnp.float32)

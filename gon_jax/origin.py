@@ -32,11 +32,9 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.torch_layers import check_choice
-from gon_jax.cae import ConvAutoencoder
-from gon_jax.layers import ConvDecoder
+from gon_jax import variants
 from gon_jax.losses import gon_loss
-from gon_jax.siren import ImplicitGON
-from gon_jax.variational import REPARAM_RNG, VariationalGON
+from gon_jax.variational import REPARAM_RNG
 
 Array = jax.Array
 
@@ -44,17 +42,14 @@ LATENT_SCALINGS = ("batch_mean", "per_sample")
 
 
 def default_loss_kind(model: nn.Module) -> str:
-    """The loss a GON model trains with: conv 'mse_sum_channels', implicit 'siren_sum_pixels',
-    variational 'vae_bce_kl'."""
-    if isinstance(model, VariationalGON):
-        return "vae_bce_kl"
-    if isinstance(model, ImplicitGON):
-        return "siren_sum_pixels"
-    if isinstance(model, ConvDecoder):
-        return "mse_sum_channels"
-    if isinstance(model, ConvAutoencoder):
-        raise ValueError("ConvAutoencoder is not a GON: it has no gradient-origin latent")
-    raise ValueError(f"no GON loss known for {type(model).__name__}; pass loss_kind explicitly")
+    """The loss a GON model trains with (its variant's, gon_jax/variants.py): conv
+    'mse_sum_channels', implicit 'siren_sum_pixels', variational 'vae_bce_kl'."""
+    found = variants.find(model)
+    if found is None:
+        raise ValueError(f"no GON loss known for {type(model).__name__}; pass loss_kind explicitly")
+    if not found.is_gon:
+        raise ValueError(f"{type(model).__name__} is not a GON: it has no gradient-origin latent")
+    return found.loss_kind
 
 
 def origin_latent(decode_fn: Callable[..., Any], x: Array, nz: int, *,

@@ -37,9 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core.torch_layers import check_choice
-from gon_jax.cae import ConvAutoencoder
+from gon_jax import variants
 from gon_jax.origin import default_loss_kind, origin_latent
-from gon_jax.variational import VariationalGON
 
 Array = jax.Array
 
@@ -52,7 +51,8 @@ def _decoder(model: nn.Module, variables: Any, train_bn: bool):
 
     The variational GON always decodes z' = mu here (no sampling at scoring time).
     """
-    extra = {"sample_latent": False} if isinstance(model, VariationalGON) else {}
+    registered = variants.find(model)
+    extra = {"sample_latent": False} if registered is not None and registered.samples_latent else {}
 
     def decode(z: Array) -> Any:
         if train_bn:
@@ -85,7 +85,8 @@ def reconstruction_errors(variables: Any, x: Array, *, model: nn.Module, scoring
     check_choice(scoring, SCORINGS, "config.eval.scoring")
     if x.ndim != 4:
         raise ValueError(f"reconstruction_errors expects images (B, H, W, C), got shape {x.shape}")
-    if isinstance(model, ConvAutoencoder):
+    registered = variants.find(model)  # None: a decoder of the caller's own, a GON
+    if registered is not None and not registered.is_gon:
         if scoring != "gradient_latent":
             raise ValueError(f"config.eval.scoring={scoring!r} is a GON option; the CAE reconstructs x directly")
         recon = model.apply(variables, x, train=False)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gon_jax.layers import Stage, mnist_stages, mvtec_stages, vae32_stages
+from gon_jax.variants import variant
 
 BN_MOMENTUM = 0.1  # torch convention (flax momentum 0.9)
 
@@ -172,24 +173,38 @@ STAGE_LAYOUTS: dict[str, Callable[[int, int], tuple[Stage, ...]]] = {
     "mvtec": mvtec_stages, "mnist": mnist_stages, "vae32": vae32_stages}
 
 
+def _stages(model_cfg: Any) -> tuple[Stage, ...]:
+    _check_choice("config.model.preset", model_cfg.preset, tuple(STAGE_LAYOUTS))
+    return STAGE_LAYOUTS[model_cfg.preset](model_cfg.ngf, model_cfg.channels)
+
+
+def conv_gon(model_cfg: Any) -> nn.Module:
+    """The conv GON's mirror (variants.VARIANTS['conv_gon'].torch_module)."""
+    return ConvGON(model_cfg.nz, _stages(model_cfg), model_cfg.activation, model_cfg.out_activation)
+
+
+def variational_gon(model_cfg: Any) -> nn.Module:
+    """The variational GON's mirror: sigmoid output only (its BCE loss needs it)."""
+    if model_cfg.out_activation != "sigmoid":
+        raise ValueError("the variational GON mirror has a sigmoid output (its BCE loss needs it), "
+                         f"got config.model.out_activation={model_cfg.out_activation!r}")
+    return VariationalGON(model_cfg.nz, _stages(model_cfg), model_cfg.activation)
+
+
+def implicit_gon(model_cfg: Any) -> nn.Module:
+    """The implicit GON's (SIREN) mirror."""
+    return ImplicitGON(model_cfg.nz, tuple(model_cfg.hidden), model_cfg.channels, float(model_cfg.w0))
+
+
+def cae(model_cfg: Any) -> nn.Module:
+    """The CAE baseline's mirror."""
+    return ConvAutoencoder(model_cfg.channels, tuple(model_cfg.widths))
+
+
 def build_model(model_cfg: Any) -> nn.Module:
-    """The PyTorch mirror of gon_jax.build.build_gon_model(model_cfg) (same config fields)."""
-    kind = model_cfg.kind
-    if kind in ("conv_gon", "variational_gon"):
-        _check_choice("config.model.preset", model_cfg.preset, tuple(STAGE_LAYOUTS))
-        stages = STAGE_LAYOUTS[model_cfg.preset](model_cfg.ngf, model_cfg.channels)
-        if kind == "conv_gon":
-            return ConvGON(model_cfg.nz, stages, model_cfg.activation, model_cfg.out_activation)
-        if model_cfg.out_activation != "sigmoid":
-            raise ValueError("the variational GON mirror has a sigmoid output (its BCE loss needs it), "
-                             f"got config.model.out_activation={model_cfg.out_activation!r}")
-        return VariationalGON(model_cfg.nz, stages, model_cfg.activation)
-    if kind == "implicit_gon":
-        return ImplicitGON(model_cfg.nz, tuple(model_cfg.hidden), model_cfg.channels, float(model_cfg.w0))
-    if kind == "cae":
-        return ConvAutoencoder(model_cfg.channels, tuple(model_cfg.widths))
-    raise ValueError(f"config.model.kind must be one of ('conv_gon', 'implicit_gon', 'variational_gon', 'cae'), "
-                     f"got {kind!r}")
+    """The PyTorch mirror of gon_jax.build.build_gon_model(model_cfg) (same config fields): the
+    builder its variant names (gon_jax/variants.py)."""
+    return globals()[variant(model_cfg).torch_module](model_cfg)
 
 
 def squared_error_loss(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

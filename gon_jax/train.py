@@ -24,7 +24,8 @@ from gon_jax.build import build_gon_model, describe as describe_model, init_vari
 from gon_jax.losses import cae_mse_loss
 from gon_jax.origin import LATENT_SCALINGS, gon_value_and_grad
 from gon_jax.scoring import reconstruction_errors
-from gon_jax.torch_names import TORCH_NETWORKS
+from gon_jax.torch_networks import TORCH_NETWORKS
+from gon_jax.variants import variant
 
 
 def optimizer(config) -> optax.GradientTransformation:
@@ -35,7 +36,7 @@ def optimizer(config) -> optax.GradientTransformation:
 def has_context(config) -> bool:
     """Whether the state carries a scoring context: the models with BatchNorm (conv and
     variational GON), whatever the evaluation settings, so they may change after training."""
-    return config.model.kind not in ("cae", "implicit_gon")
+    return variant(config.model).batch_norm
 
 
 def init_state(config, rng) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def train_step(config, state, batch, rng):
     model = build_gon_model(config.model)
     x = batch["image"]
     variables = state["model"]
-    if config.model.kind == "cae":
+    if not variant(config.model).is_gon:  # the CAE: a plain reconstruction step
         def loss_fn(p):
             return cae_mse_loss(model.apply({**variables, "params": p}, x, train=True), x), None
 
@@ -69,7 +70,7 @@ def train_step(config, state, batch, rng):
     else:
         (loss, (stats, z, _)), grads = gon_value_and_grad(
             variables, x, model=model, train=True,
-            rng=rng if config.model.kind == "variational_gon" else None,
+            rng=rng if variant(config.model).samples_latent else None,
             latent_scaling=config.train.latent_scaling,
         )
         z_norm = jax.numpy.mean(jax.numpy.linalg.norm(z, axis=-1))
@@ -115,7 +116,7 @@ def score_fn(config):
         context = state["context"] if uses_context(config) else None
         per_image, per_pixel, recon = reconstruction_errors(
             state["model"], batch["image"], model=model,
-            scoring=ev.scoring if config.model.kind != "cae" else "gradient_latent",
+            scoring=ev.scoring if variant(config.model).is_gon else "gradient_latent",
             bn_statistics=ev.bn_statistics, context=context, latent_batch_size=latent_batch_size,
             chunk_size=ev.chunk_size or None,
         )

@@ -19,7 +19,7 @@ import pytest
 from anomaly_core.torch_import import torch_to_flax
 from gon_jax import build, origin
 from gon_jax.layers import ConvDecoder
-from gon_jax.torch_names import name_map
+from gon_jax.variants import variant
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("gon_jax.torch_reference")
@@ -50,7 +50,7 @@ def test_conv_gon_forward_parity(preset, nz, ngf, batch):
     cfg = tiny("conv_gon", preset, nz=nz, ngf=ngf)
     module, template, tm = networks(cfg)
     tm.train()
-    variables = torch_to_flax(tm.state_dict(), template, name_map(cfg))
+    variables = torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)
     train_apply = jit(functools.partial(module.apply, train=True, mutable=("batch_stats",)))
     zs = [torch.randn(batch, nz) for _ in range(2)]
     for step, z in enumerate(zs):
@@ -58,7 +58,7 @@ def test_conv_gon_forward_parity(preset, nz, ngf, batch):
         variables = {**variables, **updates}
         with torch.no_grad():
             forward_diffs([(out, tm(z), "image")], f"train forward {step + 1}")
-        expected = torch_to_flax(tm.state_dict(), template, name_map(cfg))
+        expected = torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)
         assert_tree_close(variables["batch_stats"], expected["batch_stats"],
                           f"running statistics after {step + 1} forwards")
     tm.eval()
@@ -73,7 +73,7 @@ def test_implicit_gon_forward_parity():
     torch.manual_seed(1)
     cfg = tiny("implicit_gon", "mnist", nz=4, image_size=16, hidden=(32, 32, 32, 32))
     module, template, tm = networks(cfg)
-    variables = torch_to_flax(tm.state_dict(), template, name_map(cfg))
+    variables = torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)
     z = torch.randn(2, 4)
     with torch.no_grad():
         forward_diffs([(jit(module.apply)(variables, jnp.asarray(z.numpy())), tm.decode(z, 16), "image")], "forward")
@@ -86,7 +86,7 @@ def test_variational_gon_forward_parity():
     cfg = tiny("variational_gon", "vae32", nz=8, ngf=4)
     module, template, tm = networks(cfg)
     tm.train()
-    variables = torch_to_flax(tm.state_dict(), template, name_map(cfg))
+    variables = torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)
 
     def train_forward(variables, z, key):
         latents = []
@@ -105,7 +105,7 @@ def test_variational_gon_forward_parity():
     eps = np.array((latent - mu) / jnp.exp(0.5 * logvar))
     t_p, t_mu, t_logvar = tm(z, eps=torch.from_numpy(eps))
     forward_diffs([(p, t_p, "image"), (mu, t_mu, "mu"), (logvar, t_logvar, "logvar")], "train")
-    assert_tree_close(updates["batch_stats"], torch_to_flax(tm.state_dict(), template, name_map(cfg))["batch_stats"],
+    assert_tree_close(updates["batch_stats"], torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)["batch_stats"],
                       "running statistics")
 
     tm.eval()
@@ -120,7 +120,7 @@ def test_cae_forward_parity():
     torch.manual_seed(4)
     cfg = tiny("cae", "mvtec", widths=(4, 8))
     module, template, tm = networks(cfg)
-    variables = torch_to_flax(tm.state_dict(), template, name_map(cfg))
+    variables = torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         forward_diffs([(jit(module.apply)(variables, jnp.asarray(nhwc(x))), tm(x), "reconstruction")], "forward")
@@ -179,11 +179,11 @@ def test_conv_gon_step_gradient_parity():
     tm.train()
     x = torch.rand(4, 1, 28, 28)
     step = jit(lambda v, x: origin.gon_value_and_grad(v, x, model=module))
-    variables32 = torch_to_flax(tm.state_dict(), template, name_map(cfg))  # read before the step moves the statistics
+    variables32 = torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)  # read before the step moves the statistics
     tm64 = torch_copy(tm, functools.partial(ref.build_model, cfg), torch.float64)
     with jax.enable_x64(True):
         template64 = float64_template(template)
-        variables64 = torch_to_flax(tm64.state_dict(), template64, name_map(cfg))
+        variables64 = torch_to_flax(tm64.state_dict(), template64, variant(cfg).torch_names)
 
     z64_t, loss64_t = ref.conv_gon_step(tm64, x.double(), cfg.nz)
     loss64_t.backward()
@@ -194,11 +194,11 @@ def test_conv_gon_step_gradient_parity():
         assert z.dtype == jnp.float64
         np.testing.assert_allclose(float(loss), loss64_t.item(), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(z), z64_t, rtol=0, atol=1e-12 * z_scale)
-        want64 = torch_grads_as_flax(tm64, template64, name_map(cfg))
+        want64 = torch_grads_as_flax(tm64, template64, variant(cfg).torch_names)
         g_scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(want64))
         assert_tree_close(grads, want64, "float64 GON step gradient", rtol=0, atol=1e-12 * g_scale)
         # Two training passes per step (inner, outer): the running statistics moved twice.
-        assert_tree_close(stats, torch_to_flax(tm64.state_dict(), template64, name_map(cfg))["batch_stats"],
+        assert_tree_close(stats, torch_to_flax(tm64.state_dict(), template64, variant(cfg).torch_names)["batch_stats"],
                           "running statistics", rtol=1e-12, atol=1e-14)
 
     z32_t, loss32_t = ref.conv_gon_step(tm, x, cfg.nz)
@@ -206,7 +206,7 @@ def test_conv_gon_step_gradient_parity():
     (loss32, (_, z32, _)), grads32 = step(variables32, jnp.asarray(nhwc(x)))
     np.testing.assert_allclose(float(loss32), loss32_t.item(), rtol=1e-5)
     assert_latent_as_accurate(z32, z32_t, z64_t)
-    assert_grads_as_accurate(grads32, torch_grads_as_flax(tm, template, name_map(cfg)), want64,
+    assert_grads_as_accurate(grads32, torch_grads_as_flax(tm, template, variant(cfg).torch_names), want64,
                              "float32 GON step gradient")
 
 
@@ -214,7 +214,7 @@ def test_implicit_gon_step_gradient_parity():
     torch.manual_seed(6)
     cfg = tiny("implicit_gon", "mnist", nz=4, image_size=8, hidden=(16, 16, 16, 16))
     module, template, tm = networks(cfg)
-    variables = torch_to_flax(tm.state_dict(), template, name_map(cfg))
+    variables = torch_to_flax(tm.state_dict(), template, variant(cfg).torch_names)
     x = torch.rand(3, 1, 8, 8)
 
     def torch_step(model, x):
@@ -236,6 +236,6 @@ def test_implicit_gon_step_gradient_parity():
         variables, jnp.asarray(nhwc(x)))
     np.testing.assert_allclose(float(loss), t_loss.item(), rtol=1e-5)
     assert_latent_as_accurate(z, z_t, z64_t.detach().numpy())
-    names = name_map(cfg)
+    names = variant(cfg).torch_names
     assert_grads_as_accurate(grads, torch_grads_as_flax(tm, template, names),
                              torch_grads_as_flax(tm64, template, names), "implicit GON step gradient")
