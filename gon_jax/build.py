@@ -88,14 +88,17 @@ def model_rules(model_cfg: Any) -> list[settings.Rule]:
     """The constraints of config.model for its kind (the kind is checked first)."""
     i, c = settings.integer, settings.choice
     rules = [KIND_RULE, i("config.model.image_size", 1), i("config.model.channels", 1)]
-    kind = model_cfg.get("kind") if hasattr(model_cfg, "get") else None
+    settings.check(model_cfg, [KIND_RULE], at="config.model")  # the kind decides the other rules
+    kind = model_cfg.kind
     if kind in ("conv_gon", "variational_gon"):
+        preset_rule = c("config.model.preset", tuple(STAGE_LAYOUTS))
+        settings.check(model_cfg, [preset_rule], at="config.model")  # named in the image_size rule
         size = _decoded_size(model_cfg)
-        rules += [c("config.model.preset", tuple(STAGE_LAYOUTS)), i("config.model.nz", 1), i("config.model.ngf", 1),
+        rules += [preset_rule, i("config.model.nz", 1), i("config.model.ngf", 1),
                   c("config.model.activation", tuple(ACTIVATIONS)),
                   c("config.model.out_activation", tuple(OUT_ACTIVATIONS)),
                   settings.Rule("config.model.image_size", f"{size}, the side config.model.preset="
-                                f"{model_cfg.get('preset')!r} decodes", lambda v: v == size)]
+                                f"{model_cfg.preset!r} decodes", lambda v: v == size)]
     elif kind == "implicit_gon":
         # sin(w0 * h) with w0 = 30: bfloat16's relative rounding 2^-8 of h ~ 1 becomes a phase
         # error of ~0.1 rad, so the SIREN's output would be noise at the pixel scale.
