@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
         return 0
     from anomaly_core import parallel  # imports jax: after flag parsing so --help stays fast
 
-    parallel.maybe_initialize_distributed(config.get("distributed"))
+    parallel.maybe_initialize_distributed(config.distributed)
     from anomaly_core.run import run_mode
 
     return run_mode(method, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value,

@@ -109,7 +109,7 @@ def _networks(config: Any, network: str) -> tuple[TorchNetworks, list[str]]:
     if network == ALL and found.whole_run:
         return found, list(found.whole_run)
     if network == ALL:
-        raise ValueError(f"--network=all: a run of config.method={config.get('method')!r} cannot be converted whole; "
+        raise ValueError(f"--network=all: a run of config.method={config.method!r} cannot be converted whole; "
                          f"pass one of {list(found.networks)}")
     if network not in found.networks:
         raise ValueError(_foreign_network(config, network, found))
@@ -119,8 +119,8 @@ def _networks(config: Any, network: str) -> tuple[TorchNetworks, list[str]]:
 def _foreign_network(config: Any, network: str, found: TorchNetworks) -> str:
     owners = [name for name, other in registered_networks().items() if network in other.networks]
     if owners:
-        return f"--network={network} needs a {owners[0]} config, but config.method is {config.get('method')!r}"
-    return (f"--network={network} is not a network of config.method={config.get('method')!r}: one of "
+        return f"--network={network} needs a {owners[0]} config, but config.method is {config.method!r}"
+    return (f"--network={network} is not a network of config.method={config.method!r}: one of "
             f"{list(found.networks) + [ALL]}")
 
 

@@ -40,15 +40,15 @@ def eval_rules() -> list[settings.Rule]:
 
     return [
         settings.integer("config.eval.batch_size", 1),
-        settings.integer("config.eval.max_panels", 0, optional=True),
-        settings.integer("config.eval.predict_heatmaps", -1, optional=True),
-        settings.choice("config.eval.threshold_rule", RULES, optional=True),
-        settings.number("config.eval.aupro_fpr_limit", 0, 1, low_open=True, optional=True),
-        settings.boolean("config.eval.baseline", optional=True),
+        settings.integer("config.eval.max_panels", 0),
+        settings.integer("config.eval.predict_heatmaps", -1),
+        settings.choice("config.eval.threshold_rule", RULES),
+        settings.number("config.eval.aupro_fpr_limit", 0, 1, low_open=True),
+        settings.boolean("config.eval.baseline"),
         settings.Rule("config.eval.checkpoint", "'best' (lowest validation metric, where recorded), 'latest' or a "
                       "step number such as '600'",
-                      lambda v: isinstance(v, str) and (v in ("best", "latest") or v.isdigit()), optional=True),
-        settings.number("config.eval.smoothing_sigma", 0, optional=True),
+                      lambda v: isinstance(v, str) and (v in ("best", "latest") or v.isdigit())),
+        settings.number("config.eval.smoothing_sigma", 0),
     ]
 
 
@@ -76,7 +76,7 @@ def check_splits(config, splits: data_lib.Splits) -> None:
             raise ValueError(f"{where}: every ground-truth mask is empty at config.data.image_size="
                              f"{config.data.image_size} (defects thinner than a pixel vanish when resized); "
                              "pixel metrics need defect pixels: raise the image size")
-    rule = config.eval.get("threshold_rule", "auto")
+    rule = config.eval.threshold_rule
     if rule in ("f1", "mean_std"):
         val = splits["val"]
         labels = [int(r.label) for r in val.records]
@@ -248,15 +248,15 @@ def evaluate(
         threshold_rule=ev.threshold_rule,
         fpr_limit=ev.aupro_fpr_limit,
     )
-    if ev.get("baseline", True):
+    if ev.baseline:
         results["baseline"] = baseline.evaluate(
-            config.data, test_split, train=splits["train"], smoothing_sigma=float(ev.get("smoothing_sigma", 0.0)),
+            config.data, test_split, train=splits["train"], smoothing_sigma=float(ev.smoothing_sigma),
             fpr_limit=ev.aupro_fpr_limit, batch_size=ev.batch_size)
     results["evaluation"] = {
         "test_examples": int(len(test.labels)),
         "val_examples": 0 if val is None else int(len(val.labels)),
         "resolution": f"{config.data.image_size}x{config.data.image_size} (model resolution)",
-        "image_score": str(ev.get("image_score", "method default")),
+        "image_score": str(ev.image_score),
         "train_steps": int(step),  # the step of the evaluated checkpoint
         "checkpoint": checkpoint,  # how it was selected (config.eval.checkpoint)
         # Files listed at start-up that could not be read when scored (vanished, rewritten).
@@ -346,7 +346,7 @@ def predict(score_fn: ScoreFn, config, workdir: str, input_dir: str, mesh, outpu
 def _predict_into(outdir: str, score_fn: ScoreFn, config, workdir: str, folder, mesh) -> list[tuple[str, float, Any]]:
     """predict's scoring and files, written into the staging folder `outdir` (process 0);
     returns the rows of predictions.csv."""
-    heatmaps = config.eval.get("predict_heatmaps", -1)  # checked by eval_rules (program.check_config)
+    heatmaps = config.eval.predict_heatmaps  # checked by eval_rules (program.check_config)
     threshold = pixel_threshold = None
     saved = saved_metrics(workdir)
     if saved is not None:

@@ -36,5 +36,7 @@ def load(name: Any):
 
 
 def for_config(config) -> Any:
-    """The Method of `config.method`."""
-    return load(config.get("method"))
+    """The Method of `config.method`; ValueError when the config has none."""
+    if "method" not in config:
+        raise ValueError(f"the config has no config.method: set it to one of {sorted(registered())}")
+    return load(config.method)

@@ -16,25 +16,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed(cfg: Mapping[str, Any] | None) -> None:
+def maybe_initialize_distributed(distributed_cfg: Any) -> None:
     """Calls `jax.distributed.initialize` when the config (or the environment) asks for it.
 
-    `cfg` is `config.distributed` with optional fields `coordinator_address`,
-    `num_processes`, `process_id`, `initialize` (bool). On TPU pods and SLURM/GPU clusters
-    `jax.distributed.initialize()` with no arguments discovers the cluster itself.
+    `distributed_cfg` is `config.distributed` (configs/common.py): `initialize` (bool), and
+    `coordinator_address`, `num_processes`, `process_id`, `cpu_collectives` (None: unset).
+    On TPU pods and SLURM/GPU clusters `jax.distributed.initialize()` with no arguments
+    discovers the cluster itself.
     """
-    cfg = dict(cfg or {})
-    wanted = cfg.get("initialize", False) or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if not wanted:
+    cfg = distributed_cfg
+    if not (cfg.initialize or os.environ.get("JAX_COORDINATOR_ADDRESS")):
         return
-    kwargs = {
-        k: cfg[k]
-        for k in ("coordinator_address", "num_processes", "process_id")
-        if cfg.get(k) is not None
-    }
-    if cfg.get("cpu_collectives"):
-        jax.config.update("jax_cpu_collectives_implementation", cfg["cpu_collectives"])
-    jax.distributed.initialize(**kwargs)
+    given = {"coordinator_address": cfg.coordinator_address, "num_processes": cfg.num_processes,
+             "process_id": cfg.process_id}
+    if cfg.cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
+    jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
 
 
 def make_mesh(devices: list | None = None) -> Mesh:

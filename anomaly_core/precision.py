@@ -17,14 +17,14 @@ from anomaly_core import settings
 
 DTYPES = ("float32", "bfloat16")
 DEFAULT_DTYPE = "float32"  # config.model.dtype's default, for every method's model settings
-DTYPE_RULE = settings.choice("config.model.dtype", DTYPES, optional=True)
+DTYPE_RULE = settings.choice("config.model.dtype", DTYPES)
 
 
 def compute_dtype(model_cfg: Any) -> Any:
-    """The modules' `dtype` for `config.model.dtype` (absent: DEFAULT_DTYPE): None or jnp.bfloat16."""
+    """The modules' `dtype` for `config.model.dtype` (`model_cfg` a ConfigDict or a dict): None
+    or jnp.bfloat16."""
     settings.check(model_cfg, [DTYPE_RULE], at="config.model")
-    name = model_cfg.get("dtype", DEFAULT_DTYPE) if hasattr(model_cfg, "get") else DEFAULT_DTYPE
-    return None if name == "float32" else jnp.bfloat16
+    return None if model_cfg["dtype"] == "float32" else jnp.bfloat16
 
 
 def cast(x: jax.Array, dtype: Any) -> jax.Array:

@@ -60,7 +60,9 @@ class Method:
     # only fits (its structure or its meaning), recorded in every checkpoint's metadata and
     # checked before it is restored.
     recorded_settings: Callable[[Any], Mapping[str, Any]] = lambda c: {}
-    # The values of those settings in checkpoints written before they were recorded.
+    # {dotted setting: value} of the method's settings in runs saved before the setting existed:
+    # the recorded settings of checkpoints written before they were recorded (meta_checker), and
+    # the settings a <workdir>/config.json lacks (run_config; the shared ones: run_config.UNRECORDED_SETTINGS).
     unrecorded_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # Settings every config of this method has (dotted names), checked at start-up so that a
     # config of another method (or --config.method set wrongly) is one clear error.
@@ -220,8 +222,8 @@ def shared_rules(config) -> list[settings.Rule]:
         settings.integer("config.train.batch_size", 1),
         settings.integer("config.train.log_every", 1),
         settings.integer("config.train.checkpoint_every", 1),
-        settings.integer("config.train.image_every", 0, optional=True),
-        settings.integer("config.checkpoint.keep", 1, optional=True),
+        settings.integer("config.checkpoint.keep", 1),
+        settings.boolean("config.checkpoint.async_save"),
         precision.DTYPE_RULE,
         *evaluation.eval_rules(),
     ]
@@ -323,7 +325,7 @@ def preflight(method: Method, config, mesh, splits: data_lib.Splits | None = Non
 def _checkpointer(config, workdir: str, best_metric: str | None) -> Checkpointer:
     c = config.checkpoint
     return Checkpointer(workdir, keep=c.keep, best_metric=best_metric, best_mode="min",
-                        async_save=c.get("async_save", True))
+                        async_save=c.async_save)
 
 
 def _validation_fn(method: Method, config, mesh, splits: data_lib.Splits):
@@ -361,7 +363,8 @@ PROGRESS_IMAGES = 8  # fixed validation images shown in the progress grids
 def _progress_image_fn(method: Method, config, workdir: str, mesh, writer, splits: data_lib.Splits):
     """The loop's image_fn: the method's progress images of fixed validation images, as grids."""
     fn = method.progress_images(config)
-    if fn is None or not config.train.get("image_every", 0):
+    # config.train.image_every is a setting of the methods with progress images only (GON has neither).
+    if fn is None or not config.train.image_every:
         return None
     split = splits["val"]
     if len(split) == 0:
@@ -421,6 +424,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
             ahead = compile_ahead(stages, mesh, config.seed, abstract_state(method, config, mesh), train_iter,
                                   start=ckpt.latest_step() or 0)
             state = _init(method, config, mesh, splits)
+            image_fn = _progress_image_fn(method, config, workdir, mesh, writer, splits)
             state, _ = train(
                 state=state,
                 ahead=ahead,
@@ -432,10 +436,10 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                 loop=LoopConfig(seed=config.seed, log_every=config.train.log_every,
                                 checkpoint_every=config.train.checkpoint_every,
                                 best_metric=method.best_metric,
-                                image_every=int(config.train.get("image_every", 0)),
+                                image_every=int(config.train.image_every) if image_fn is not None else 0,
                                 health_limits=tuple(method.health_limits(config))),
                 validation_fn=_validation_fn(method, config, mesh, splits),
-                image_fn=_progress_image_fn(method, config, workdir, mesh, writer, splits),
+                image_fn=image_fn,
                 meta=checkpoint_meta(method, config),
                 check_meta=meta_checker(method, config),
                 misfit=misfit(config),
@@ -478,10 +482,10 @@ CHECKPOINT_CHOICES = "'best' (lowest validation metric, where recorded), 'latest
 
 
 def selected_step(ckpt: Checkpointer, method: Method, config) -> tuple[int | None, str]:
-    """(step, how it was chosen) by config.eval.checkpoint: 'best' (default: the checkpoint with
+    """(step, how it was chosen) by config.eval.checkpoint: 'best' (the checkpoint with
     the lowest validation metric, or the newest when none records one), 'latest' (None: the
     newest readable one) or a step number."""
-    choice = config.eval.get("checkpoint", "best")
+    choice = config.eval.checkpoint
     if choice == "latest":
         return None, "latest"
     if choice == "best":

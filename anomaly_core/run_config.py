@@ -29,6 +29,24 @@ FIXED_SECTIONS = ("seed", "method", "model", "train")  # an override must not ch
 INPUT_SETTINGS = ("data.image_size", "data.channels", "data.value_range")
 
 
+# The settings every method reads, each with the value a run whose config.json was written
+# before the setting existed was used with (a method's own: its Method.unrecorded_settings).
+# config.json holds every section, and eval/predict without --config read all of them from it.
+UNRECORDED_SETTINGS = {
+    "config.model.dtype": "float32",
+    "config.checkpoint.async_save": True,
+    "config.eval.threshold_rule": "auto",
+    "config.eval.baseline": True,
+    "config.eval.predict_heatmaps": -1,
+    "config.eval.checkpoint": "best",
+    "config.distributed.initialize": False,
+    "config.distributed.coordinator_address": None,
+    "config.distributed.num_processes": None,
+    "config.distributed.process_id": None,
+    "config.distributed.cpu_collectives": None,
+}
+
+
 def path(workdir: str) -> str:
     return os.path.join(workdir, CONFIG_FILE)
 
@@ -118,21 +136,21 @@ def for_inference(workdir: str, given: ml_collections.ConfigDict | None,
 
 def _fill_unrecorded(saved: ml_collections.ConfigDict) -> None:
     """A config.json written before a setting existed gets the value the run then used
-    (`Method.unrecorded_settings`, e.g. f-UNetGAN's spectral norm 'torch'), not the default of
-    today's configs, which its checkpoints may not fit."""
+    (UNRECORDED_SETTINGS and `Method.unrecorded_settings`, e.g. f-UNetGAN's spectral norm
+    'torch'), not the default of today's configs, which its checkpoints may not fit."""
     from anomaly_core import methods
 
     try:
-        method = methods.for_config(saved)
+        unrecorded = {**UNRECORDED_SETTINGS, **methods.for_config(saved).unrecorded_settings}
     except ValueError:
         return  # an unknown config.method is reported where the method is resolved
-    for name, value in method.unrecorded_settings.items():
+    for name, value in unrecorded.items():
         *parents, key = name.split(".")[1:]
         node = saved
         for part in parents:
             if part not in node:
-                break
+                # A section the run's config did not have (config.distributed before it existed).
+                node[part] = ml_collections.ConfigDict()
             node = node[part]
-        else:
-            if key not in node:
-                node[key] = value  # read() returns an unlocked ConfigDict
+        if key not in node:
+            node[key] = value  # read() returns an unlocked ConfigDict

@@ -276,9 +276,8 @@ def abstract_variables(module: Any, input_shape: tuple[int, ...]) -> Any:
 
 def with_spectral_norm(config: Any, mode: str | None) -> Any:
     """A copy of `config` with config.model.spectral_norm = mode; `config` itself when mode is
-    None, already set, or the config has no such setting (networks without spectral norm)."""
-    current = config.model.get("spectral_norm") if "model" in config else None
-    if mode is None or current is None or current == mode:
+    None, already set, or the method has no such setting (GON networks have no spectral norm)."""
+    if mode is None or "spectral_norm" not in config.model or config.model.spectral_norm == mode:
         return config
     config = config.copy_and_resolve_references()
     with config.unlocked():

@@ -42,6 +42,7 @@ def base_config(kind: str, preset: str) -> ml_collections.ConfigDict:
         # Gaussian smoothing of the per-pixel squared error in pixels (0 = off, the reference's
         # map); the baseline's map is smoothed alike. The image score is never smoothed.
         smoothing_sigma=0.0,
+        image_score="mean_squared_error",  # the per-image mean squared error (the GON reference's; the only one)
     )
     config.distributed = common.distributed_config()
     return config

@@ -385,8 +385,8 @@ def build_network(network: str, model_cfg: Any) -> nn.Module:
                          output=model_cfg.generator_output, **common)
     if network == "discriminator":
         return UNetDiscriminator(model_cfg.width, model_cfg.channels, block=model_cfg.d_block,
-                                 attention=model_cfg.d_attention, norm=model_cfg.get("d_norm", "instance"),
-                                 global_pool=model_cfg.get("d_global_pool", "sum"), **common)
+                                 attention=model_cfg.d_attention, norm=model_cfg.d_norm,
+                                 global_pool=model_cfg.d_global_pool, **common)
     if network == "encoder":
         return Encoder(model_cfg.z_dim, model_cfg.width, model_cfg.channels, model_cfg.image_size,
                        attention=model_cfg.e_attention, **common)

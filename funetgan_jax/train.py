@@ -34,7 +34,7 @@ MUTABLE = ("batch_stats", "spectral")
 
 
 ENCODER_OPTIMIZERS = ("adam", "rmsprop")
-EMA_RULE = settings.number("config.train.g_ema_decay", 0, 1, high_open=True, optional=True)
+EMA_RULE = settings.number("config.train.g_ema_decay", 0, 1, high_open=True)
 
 
 def settings_rules(config) -> list[settings.Rule]:
@@ -54,11 +54,11 @@ def settings_rules(config) -> list[settings.Rule]:
         n("config.train.lambda_gp", 0), n("config.train.lambda_mix", 0),
         c("config.train.consistency", CONSISTENCY_MODES), c("config.train.interpolation", INTERPOLATION_MODES),
         c("config.train.pixel_reduction", losses.PIXEL_REDUCTIONS), n("config.train.kappa", 0),
-        c("config.train.encoder_target", losses.ENCODER_TARGETS, optional=True),
-        n("config.train.latent_weight", 0, optional=True),
-        settings.boolean("config.train.detach_critic"), EMA_RULE,
-        n("config.eval.kappa", 0), n("config.eval.critic_weight", 0, optional=True),
-        i("config.eval.refine_steps", 0, optional=True), n("config.eval.refine_lr", 0, low_open=True, optional=True),
+        c("config.train.encoder_target", losses.ENCODER_TARGETS),
+        n("config.train.latent_weight", 0),
+        settings.boolean("config.train.detach_critic"), EMA_RULE, i("config.train.image_every", 0),
+        n("config.eval.kappa", 0), n("config.eval.critic_weight", 0),
+        i("config.eval.refine_steps", 0), n("config.eval.refine_lr", 0, low_open=True),
         # config.eval.image_score: checked by tracing the score function (preflight)
     ]
 
@@ -142,7 +142,7 @@ def gathers_map_stats(config) -> bool:
     """Whether the encoder stage gathers the map statistics: only the critic term of the map
     (config.eval.critic_weight > 0) reads them, and gathering them costs an eval-mode pass
     of E, G and D per update (on the quickstart's CPU, a third of the encoder update)."""
-    return float(config.eval.get("critic_weight", 0.0)) > 0
+    return float(config.eval.critic_weight) > 0
 
 
 def map_stats_missing(config, state) -> bool:
@@ -176,7 +176,7 @@ def fill_map_stats(config, state, train) -> dict[str, Any]:
 
 def _ema_decay(config) -> float:
     settings.check(config, [EMA_RULE])
-    return float(config.train.get("g_ema_decay", 0.0))
+    return float(config.train.g_ema_decay)
 
 
 def generator_variables(state) -> dict[str, Any]:
@@ -284,7 +284,7 @@ def adversarial_step(config, state, batches, rng):
 
 def encoder_target(config) -> str:
     """What of D the encoder stage and the score compare: 'features' | 'logits' (losses.critic_targets)."""
-    return config.train.get("encoder_target", "logits")
+    return config.train.encoder_target
 
 
 def _frozen_fns(config, state):
@@ -308,7 +308,7 @@ def encoder_objective(config, state, e_params, e_state, x, rng=None):
     encode = lambda inp, s: E.apply({"params": e_params, **s}, inp, train=True, mutable=MUTABLE)  # noqa: E731
     loss, (metrics, e_state) = losses.encoder_loss(encode, generate, features, e_state, x, kappa=config.train.kappa,
                                                    detach_critic=config.train.detach_critic)
-    weight = float(config.train.get("latent_weight", 0.0))
+    weight = float(config.train.latent_weight)
     if weight > 0:
         z = jax.random.normal(rng, (x.shape[0], config.model.z_dim), jnp.float32)
         z_hat, e_state = encode(jax.lax.stop_gradient(generate(z)).astype(x.dtype), e_state)
@@ -361,13 +361,13 @@ def reconstruct(config, state, x, refine_steps: int = 0, refine_lr: float = 0.05
 
 def _refinement(config) -> tuple[int, float]:
     ev = config.eval
-    return int(ev.get("refine_steps", 0)), float(ev.get("refine_lr", 0.05))
+    return int(ev.refine_steps), float(ev.refine_lr)
 
 
 def _scores_of(config, state, batch, xr):
     """The score's outputs for the images batch['image'] and their reconstructions xr."""
     ev = config.eval
-    weight = float(ev.get("critic_weight", 0.0))
+    weight = float(ev.critic_weight)
     x = batch["image"]
     if ev.kappa == 0 and weight == 0:  # the map is the residual alone: no critic pass
         fx = fxr = critic = None
@@ -487,8 +487,12 @@ METHOD = program.Method(
     progress_images=progress_images_fn,
     health_limits=health_limits,
     recorded_settings=lambda config: {f"config.model.{k}": v for k, v in config.model.items() if k != "dtype"},
-    # Checkpoints written before the settings were recorded all used torch's spectral norm.
-    unrecorded_settings={"config.model.spectral_norm": "torch"},
+    # Checkpoints written before the settings were recorded all used torch's spectral norm; a
+    # config.json written before the others existed was scored (and trained) without what they add.
+    unrecorded_settings={"config.model.spectral_norm": "torch", "config.train.g_ema_decay": 0.0,
+                         "config.train.encoder_target": "logits", "config.train.latent_weight": 0.0, "config.train.image_every": 0,
+                         "config.eval.critic_weight": 0.0, "config.eval.refine_steps": 0,
+                         "config.eval.refine_lr": 0.05},
     required_settings=("config.model.z_dim", "config.model.width", "config.model.spectral_norm",
                        "config.train.n_critic", "config.train.generator_steps", "config.train.encoder_steps",
                        "config.train.kappa", "config.eval.kappa", "config.eval.image_score"),

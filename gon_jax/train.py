@@ -106,11 +106,15 @@ def uses_context(config) -> bool:
     return has_context(config) and config.eval.scoring == "gradient_latent" and config.eval.bn_statistics == "context"
 
 
+# config.eval.image_score: the GON reference's only one, the per-image mean squared error.
+IMAGE_SCORES = ("mean_squared_error",)
+
+
 def score_fn(config):
     model = build_gon_model(config.model)
     ev = config.eval
     latent_batch_size = None if uses_context(config) else config.train.batch_size
-    sigma = float(ev.get("smoothing_sigma", 0.0))  # runs saved before the setting existed: unsmoothed
+    sigma = float(ev.smoothing_sigma)
 
     def score(state, batch):
         context = state["context"] if uses_context(config) else None
@@ -144,8 +148,9 @@ def settings_rules(config) -> list[settings.Rule]:
         c("config.train.latent_scaling", LATENT_SCALINGS),
         # config.eval.scoring and bn_statistics: checked where scoring reads them, by tracing the
         # score function before training (program.preflight).
-        settings.integer("config.eval.chunk_size", 0, optional=True),
-        settings.boolean("config.checkpoint.select_best", optional=True),
+        settings.integer("config.eval.chunk_size", 0),
+        settings.choice("config.eval.image_score", IMAGE_SCORES),
+        settings.boolean("config.checkpoint.select_best"),
     ]
 
 
@@ -164,6 +169,9 @@ METHOD = program.Method(
                        "config.eval.scoring", "config.eval.bn_statistics"),
     example_config="configs/gon_quickstart.py",
     settings=settings_rules,
+    # A config.json written before these settings existed was scored unsmoothed, by the mean
+    # squared error.
+    unrecorded_settings={"config.eval.smoothing_sigma": 0.0, "config.eval.image_score": "mean_squared_error"},
     # The saved scoring context holds B_train - 1 images.
     recorded_settings=lambda c: {"config.train.batch_size": c.train.batch_size} if has_context(c) else {},
     fill_state=fill_state,

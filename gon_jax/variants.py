@@ -74,12 +74,13 @@ def _decoded_size(model_cfg: Any) -> int | None:
 
 def _decoder_rules(model_cfg: Any) -> list[settings.Rule]:
     i, c = settings.integer, settings.choice
+    preset_rule = c("config.model.preset", tuple(STAGE_LAYOUTS))
+    settings.check(model_cfg, [preset_rule], at="config.model")  # named in the image_size rule
     size = _decoded_size(model_cfg)
-    preset = model_cfg.preset if "preset" in model_cfg else None
-    return [c("config.model.preset", tuple(STAGE_LAYOUTS)), i("config.model.nz", 1), i("config.model.ngf", 1),
+    return [preset_rule, i("config.model.nz", 1), i("config.model.ngf", 1),
             c("config.model.activation", tuple(ACTIVATIONS)), c("config.model.out_activation", tuple(OUT_ACTIVATIONS)),
-            settings.Rule("config.model.image_size", f"{size}, the side config.model.preset={preset!r} decodes",
-                          lambda v: v == size)]
+            settings.Rule("config.model.image_size", f"{size}, the side config.model.preset={model_cfg.preset!r} "
+                          "decodes", lambda v: v == size)]
 
 
 def _implicit_rules(model_cfg: Any) -> list[settings.Rule]:

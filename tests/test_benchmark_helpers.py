@@ -75,7 +75,9 @@ def test_config_step_names_a_missing_config_file(tmp_path):
 
 
 def test_precision_helpers():
-    assert compute_dtype({"dtype": "float32"}) is None and compute_dtype({}) is None
+    assert compute_dtype({"dtype": "float32"}) is None
+    with pytest.raises(ValueError, match=r"config\.model\.dtype is missing"):
+        compute_dtype({})  # no fallback: every model config defines it
     assert compute_dtype({"dtype": "bfloat16"}) == jnp.bfloat16
     with pytest.raises(ValueError, match=r"config\.model\.dtype must be one of \('float32', 'bfloat16'\), "
                                          r"got 'float16'"):

@@ -19,7 +19,7 @@ def _config(root: str, **data) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "data": tiny_config(root, val_fraction=0.2, **data),
         "eval": {"batch_size": 4, "max_panels": 4, "threshold_rule": "auto", "aupro_fpr_limit": 0.3,
-                 "baseline": True}})
+                 "baseline": True, "smoothing_sigma": 0.0, "image_score": "mean_map"}})
 
 
 def test_test_image_deleted_after_listing_is_skipped_by_name_and_counted(tmp_path, caplog):
