@@ -36,14 +36,15 @@ def stage_specs(config: Any, rng: np.random.Generator) -> tuple[Any, list[tuple[
     lo, hi = config.data.get("value_range", (0.0, 1.0))
     image = rng.uniform(lo, hi, size=(b, size, size, channels)).astype(np.float32)
     if config.method == "funetgan":
-        from funetgan_jax import train as ft
+        from funetgan_jax import train_state as fstate
+        from funetgan_jax import updates as fupdates
 
         n = config.train.n_critic
         stacked = np.broadcast_to(image, (n, *image.shape)) if n > 1 else image
-        return (lambda r: ft.init_state(config, r)), [
-            (f"adversarial ({n} D + 1 G)", lambda s, x, k: ft.adversarial_step(config, s, x, k),
+        return (lambda r: fstate.init_state(config, r)), [
+            (f"adversarial ({n} D + 1 G)", lambda s, x, k: fupdates.adversarial_step(config, s, x, k),
              {"image": jnp.asarray(stacked)}, n * b),
-            ("encoder", lambda s, x, k: ft.encoder_step(config, s, x, k), {"image": jnp.asarray(image)}, b),
+            ("encoder", lambda s, x, k: fupdates.encoder_step(config, s, x, k), {"image": jnp.asarray(image)}, b),
         ]
     from gon_jax import train as gt
 

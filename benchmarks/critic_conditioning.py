@@ -23,15 +23,16 @@ from anomaly_core import data as data_lib
 from benchmarks import common
 from configs.quickstart import get_config
 from funetgan_jax import losses
-from funetgan_jax import train as ft
+from funetgan_jax import networks as fnets
+from funetgan_jax import train_state as fstate
 
 MUTABLE = ("batch_stats", "spectral")
 
 
 def input_gradient_norms(config: Any, real: np.ndarray, seed: int = 0) -> dict[str, float]:
     """{'<head>_<real|fake|interp>': mean_b ||d head(x_b) / d x_b||} at initialisation."""
-    G, D, _ = ft.networks(config)
-    state = ft.init_state(config, jax.random.key(seed))
+    G, D, _ = fnets.networks(config)
+    state = fstate.init_state(config, jax.random.key(seed))
     b = real.shape[0]
     z = jax.random.normal(jax.random.key(seed + 1), (b, config.model.z_dim))
     fake, _ = G.apply(state["g"], z, train=True, mutable=MUTABLE)

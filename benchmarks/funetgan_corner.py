@@ -26,7 +26,8 @@ import numpy as np
 from anomaly_core import program
 from anomaly_core import data as data_lib
 from benchmarks.common import command_line, split_arrays, trained_run, write_results
-from funetgan_jax import train as ft
+from funetgan_jax import networks as fnets
+from funetgan_jax import train_state as fstate
 
 BLOCKS = 4  # the image is split into BLOCKS x BLOCKS regions for the critic's sensitivity
 SATURATED = 0.99  # |tanh| above this: derivative 1 - 0.99^2 < 0.02
@@ -47,11 +48,11 @@ def block_sensitivity(critic, variables, x: jax.Array) -> np.ndarray:
 
 def main() -> None:
     args, detector, config, state = trained_run(__doc__, "funetgan_corner")
-    G, D, E = ft.networks(config)
+    G, D, E = fnets.networks(config)
     splits = data_lib.Splits(config.data)
     x, _, labels = split_arrays(config.data, splits["test"])
     x = jnp.asarray(x[labels == 0])
-    xr = np.asarray(G.apply(ft.generator_variables(state), E.apply(state["e"], x, train=False), train=False))
+    xr = np.asarray(G.apply(fnets.generator_variables(state), E.apply(state["e"], x, train=False), train=False))
 
     saturated = (np.abs(xr) > SATURATED).any(-1).mean(0)  # fraction of crops with a channel saturated
     stuck = [(int(r), int(c), round(float(saturated[r, c]), 2)) for r, c in zip(*np.nonzero(saturated >= 0.9))]
@@ -59,7 +60,7 @@ def main() -> None:
     peaks = collections.Counter(np.unravel_index(int(m.argmax()), m.shape) for m in residual)
     (peak, count), = peaks.most_common(1)
     trained = block_sensitivity(D, state["d"], x)
-    fresh = ft.init_state(config, program.init_key(config.seed))["d"]
+    fresh = fstate.init_state(config, program.init_key(config.seed))["d"]
     untrained = block_sensitivity(D, fresh, x)
 
     rows = [{"block": f"rows {i * x.shape[1] // BLOCKS}-{(i + 1) * x.shape[1] // BLOCKS - 1}, "

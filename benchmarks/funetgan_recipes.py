@@ -5,7 +5,7 @@
   python -m benchmarks.funetgan_recipes --recipes=quickstart --seeds=0,1,2   # seed spread
 
 Each recipe is configs/quickstart.py with a few overrides (RECIPES). It trains with the
-project's own step functions (funetgan_jax.train.adversarial_step / encoder_step) in a minimal
+project's own step functions (funetgan_jax.updates.adversarial_step / encoder_step) in a minimal
 loop: uniform random training batches with horizontal flips, no checkpoints, no validation,
 the final networks scored. That is what makes a recipe cost ~4 minutes on 2 CPU cores instead
 of the full program's ~5.5; its numbers differ from the program's (other data order, no
@@ -41,6 +41,10 @@ from sklearn.metrics import roc_auc_score
 from anomaly_core import data as data_lib
 from benchmarks.common import command_line, machine_info, split_arrays, write_results
 from configs import quickstart
+from funetgan_jax import networks as fnets
+from funetgan_jax import score_fns as fscore
+from funetgan_jax import train_state as fstate
+from funetgan_jax import updates as fupdates
 from funetgan_jax import train as ft
 
 # name -> overrides of configs/quickstart.py (dotted, without 'config.')
@@ -88,10 +92,10 @@ def run_recipe(name: str, overrides: dict, out: str, seed: int = 0) -> dict:
         x[flip] = x[flip, :, ::-1]
         return x
 
-    state = ft.init_state(config, jax.random.key(seed))
-    adversarial = jax.jit(functools.partial(ft.adversarial_step, config))
-    encoder = jax.jit(functools.partial(ft.encoder_step, config))
-    G, D, E = ft.networks(config)
+    state = fstate.init_state(config, jax.random.key(seed))
+    adversarial = jax.jit(functools.partial(fupdates.adversarial_step, config))
+    encoder = jax.jit(functools.partial(fupdates.encoder_step, config))
+    G, D, E = fnets.networks(config)
     z = jax.random.normal(jax.random.key(ft.PROGRESS_SEED), (16, config.model.z_dim), jnp.float32)
     key = jax.random.key(seed + 1)
     times = {}
@@ -107,8 +111,8 @@ def run_recipe(name: str, overrides: dict, out: str, seed: int = 0) -> dict:
         jax.block_until_ready(state)
         times[stage] = (time.monotonic() - t0) / max(steps, 1)
         if stage == "adversarial":
-            samples = np.asarray(G.apply(ft.generator_variables(state), z, train=False))
-    g = ft.generator_variables(state)
+            samples = np.asarray(G.apply(fnets.generator_variables(state), z, train=False))
+    g = fnets.generator_variables(state)
     xr = np.asarray(jax.jit(lambda x: G.apply(g, E.apply(state["e"], x, train=False), train=False))(test))
     pixel_logits = np.asarray(jax.jit(lambda x: D.apply(state["d"], x, train=False).pixel_logits)(test))[..., 0]
     _grid(samples, 2).save(f"{out}_{name}_samples.png")
@@ -118,7 +122,7 @@ def run_recipe(name: str, overrides: dict, out: str, seed: int = 0) -> dict:
     critic = _aurocs(-pixel_logits, labels, masks)
     base = _aurocs(np.abs(test - train.mean(0)).mean(-1), labels, masks)
     config.eval.smoothing_sigma = 0.0  # _aurocs smooths
-    shipped = _aurocs(np.asarray(jax.jit(ft.score_fn(config))(state, {"image": jnp.asarray(test)})["anomaly_map"]),
+    shipped = _aurocs(np.asarray(jax.jit(fscore.score_fn(config))(state, {"image": jnp.asarray(test)})["anomaly_map"]),
                       labels, masks)
     return {"recipe": name, "seed": seed, "overrides": json.dumps(overrides), "adversarial_s": round(times["adversarial"], 3),
             "encoder_s": round(times["encoder"], 3), "sample_spread": round(float(samples.std(0).mean()), 3),

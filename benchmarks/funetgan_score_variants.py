@@ -12,7 +12,7 @@ smoothed as config.eval.smoothing_sigma):
     started from the encoder);
   - the critic's per-pixel output -D_dec(x), and its change D_dec(G(E(x))) - D_dec(x);
   - the critic's two-sided deviation |D_dec(x) - mean| / sd (moments over the training split,
-    ft.fill_map_stats),
+    fstats.fill_map_stats),
     and the residual plus the critic term, one-sided (config.eval.critic_weight 1 with kappa 0)
     and two-sided, and the last refined residual plus the one-sided term;
   - a Gaussian over the critic's last per-pixel features of the training images
@@ -37,7 +37,8 @@ from sklearn.metrics import roc_auc_score
 from anomaly_core import data as data_lib
 from benchmarks.common import command_line, split_arrays, trained_run, write_results
 from funetgan_jax import scoring
-from funetgan_jax import train as ft
+from funetgan_jax import map_statistics as fstats
+from funetgan_jax import networks as fnets
 
 REFINEMENTS = ((50, 0.2), (75, 0.13), (100, 0.1), (200, 0.05))  # (Adam steps, learning rate); the last also gets the critic term
 
@@ -52,11 +53,11 @@ def _gaussian_distance(train: np.ndarray, test: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     args, detector, config, state = trained_run(__doc__, "funetgan_score_variants")
-    G, D, E = ft.networks(config)
-    g = ft.generator_variables(state)
+    G, D, E = fnets.networks(config)
+    g = fnets.generator_variables(state)
     splits = data_lib.Splits(config.data)
     # The run's encoder stage gathers the map statistics only when it scores with the critic term.
-    state = ft.fill_map_stats(config, state, splits["train"])
+    state = fstats.fill_map_stats(config, state, splits["train"])
     x, masks, labels = split_arrays(config.data, splits["test"])
     train, _, _ = split_arrays(config.data, splits["train"])
     sigma = float(config.eval.smoothing_sigma)

@@ -4,7 +4,7 @@
   python -m benchmarks.inference --size full --steps 20  # GPU: width 64 at 128 and 64 px; GON ngf 124
   python -m benchmarks.inference --size full --precision bfloat16
 
-f-UNetGAN: `funetgan_jax.train.score_fn` (E, G, one D pass on [x, G(E(x))] giving both
+f-UNetGAN: `funetgan_jax.score_fns.score_fn` (E, G, one D pass on [x, G(E(x))] giving both
 feature maps, the Gaussian-smoothed map and the image score). GON: `gon_jax.scoring.
 reconstruction_errors` with the configs' default BatchNorm mode 'context' (each test image
 encoded inside a batch with B_train - 1 fixed training images: B_train forward and backward
@@ -27,7 +27,7 @@ NAME = "inference"
 def funetgan_cases(size: str, precision: str) -> list[tuple[str, Any, Any]]:
     """(label, score fn, config) for each image size."""
     from configs.funetgan_base import base_config
-    from funetgan_jax import train as ft
+    from funetgan_jax import score_fns as fscore
 
     cases = []
     for image_size in ((128, 64) if size == "full" else (64, 32)):
@@ -37,7 +37,7 @@ def funetgan_cases(size: str, precision: str) -> list[tuple[str, Any, Any]]:
             config.model.width = 8
             config.model.z_dim = 32
         config.model.dtype = precision
-        cases.append((f"f-UNetGAN {image_size}x{image_size} (width {config.model.width})", ft.score_fn(config),
+        cases.append((f"f-UNetGAN {image_size}x{image_size} (width {config.model.width})", fscore.score_fn(config),
                       config))
     return cases
 

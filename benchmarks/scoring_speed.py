@@ -146,28 +146,29 @@ def profile_encoder_only(config, *, batch: int, steps: int, warmup: int,
     as its own program on the same batch (XLA's FLOP count per image beside each time)."""
     from anomaly_core.smoothing import gaussian_smooth
     from funetgan_jax import scoring
-    from funetgan_jax import train as ft
+    from funetgan_jax import networks as fnets
+    from funetgan_jax import score_fns as fscore
 
     ev = config.eval
     state = _state(config)
-    _, _, E = ft.networks(config)
+    _, _, E = fnets.networks(config)
     x = jnp.asarray(_images(config, batch, rng))
     z = E.apply(state["e"], x, train=False)
-    xr = ft._generate_fn(config, state)(z)
+    xr = fnets.generate_fn(config, state)(z)
     maps = jnp.mean(jnp.abs(xr - x), axis=-1)
     pieces = {
         "E forward (x -> z)": (lambda s, x: E.apply(s["e"], x, train=False), (state, x)),
-        "G forward (z -> xr)": (lambda s, z: ft._generate_fn(config, s)(z), (state, z)),
+        "G forward (z -> xr)": (lambda s, z: fnets.generate_fn(config, s)(z), (state, z)),
         "map + smoothing + image score": (
             lambda x, xr: scoring.anomaly_scores(x, xr, None, None, kappa=ev.kappa, smoothing_sigma=ev.smoothing_sigma,
                                                  image_score=ev.image_score), (x, xr)),
         f"smoothing alone (sigma {ev.smoothing_sigma})": (lambda m: gaussian_smooth(m, ev.smoothing_sigma), (maps,)),
-        "whole score (funetgan_jax.train.score_fn)": (ft.score_fn(config), (state, {"image": x})),
+        "whole score (funetgan_jax.score_fns.score_fn)": (fscore.score_fn(config), (state, {"image": x})),
     }
     compiled = {k: common.compile_jax(f, *a) for k, (f, a) in pieces.items()}
     timings = common.interleaved({k: (lambda c=compiled[k], a=pieces[k][1]: common.block(c(*a)))
                                   for k in pieces}, steps=steps, warmup=warmup)
-    whole = timings["whole score (funetgan_jax.train.score_fn)"].median
+    whole = timings["whole score (funetgan_jax.score_fns.score_fn)"].median
     rows = []
     for k, c in compiled.items():
         flops = common.flops_of(c)

@@ -6,7 +6,7 @@ GON step (with its inner gradient), CAE step; optionally the fused adversarial s
   python -m benchmarks.train_steps --size full --steps 20    # GPU: the paper-sized networks
   python -m benchmarks.train_steps --size full --precision bfloat16
 
-Each JAX step is the function the training loop jits (funetgan_jax.train.discriminator_update,
+Each JAX step is the function the training loop jits (funetgan_jax.updates.discriminator_update,
 generator_update, encoder_step; gon_jax.train.train_step), jitted with its state donated.
 Each PyTorch step is the same computation written as eager PyTorch on the mirror networks
 (funetgan_jax/torch_reference.py, gon_jax/torch_reference.py): forwards in training mode,
@@ -63,7 +63,7 @@ def gon_config(kind: str, size: str, batch: int, precision: str):
 # ----------------------------------------------------------------------------- JAX steps
 def _funetgan_jax_specs(size, batch, precision, fused, rng, key) -> list[tuple]:
     """(name, step fn, args, images per step) of the f-UNetGAN steps."""
-    from funetgan_jax import train as ft
+    from funetgan_jax import updates as fupdates
 
     config = funetgan_config(size, batch, precision)
     s, c = config.model.image_size, config.model.channels
@@ -73,16 +73,16 @@ def _funetgan_jax_specs(size, batch, precision, fused, rng, key) -> list[tuple]:
 
     def d_step(carry, x, key):
         g, d, opt_d = carry
-        g, d, opt_d, metrics, _ = ft.discriminator_update(config, g, d, opt_d, x, key)
+        g, d, opt_d, metrics, _ = fupdates.discriminator_update(config, g, d, opt_d, x, key)
         return (g, d, opt_d), metrics
 
     def g_step(carry, z):
         g, d, opt_g = carry
-        g, d, opt_g, metrics = ft.generator_update(config, g, d, opt_g, z)
+        g, d, opt_g, metrics = fupdates.generator_update(config, g, d, opt_g, z)
         return (g, d, opt_g), metrics
 
     def e_step(state, x, key):
-        return ft.encoder_step(config, state, {"image": x}, key)
+        return fupdates.encoder_step(config, state, {"image": x}, key)
 
     copy = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731 - every step donates its own copy
     d_name, g_name, e_name, fused_name = FUNETGAN_STEPS
@@ -95,7 +95,7 @@ def _funetgan_jax_specs(size, batch, precision, fused, rng, key) -> list[tuple]:
         n = config.train.n_critic
         xs = jnp.broadcast_to(x, (n, *x.shape))
         specs.append((f"{fused_name} ({n} D + 1 G)",
-                      lambda st, b, k: ft.adversarial_step(config, st, b, k), (copy(state), {"image": xs}, key),
+                      lambda st, b, k: fupdates.adversarial_step(config, st, b, k), (copy(state), {"image": xs}, key),
                       n * batch))
     return specs
 

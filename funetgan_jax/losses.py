@@ -8,7 +8,7 @@ features.
 
 Two layers:
 - pure arithmetic on outputs that were already computed (`discriminator_loss`,
-  `generator_loss`, `encoder_loss_terms`), so a train step can run D separately on real,
+  `generator_loss`, `encoder_loss_terms`, `latent_regression_loss`), so a train step can run D separately on real,
   fake, mixed and interpolated batches and thread its `batch_stats` / `spectral` state
   through each forward in order (the reference also runs separate forwards, which fixes
   the BatchNorm statistics and the number of spectral-norm power iterations per step);
@@ -356,3 +356,11 @@ def encoder_loss(
         feats_xr = features_of(features_fn(jax.lax.stop_gradient(xr) if detach_critic else xr))
     loss, metrics = encoder_loss_terms(x, xr, feats_x, feats_xr, kappa=kappa)
     return loss, (metrics, state)
+
+
+def latent_regression_loss(z_hat: Array, z: Array) -> Array:
+    """f-AnoGAN's 'ziz' term: mean (z_hat - z)^2 over all elements, z (B, z_dim) the latents G
+    drew its samples from and z_hat = E(G(z)) (computed in float32)."""
+    if z_hat.shape != z.shape:
+        raise ValueError(f"encoded latents {z_hat.shape} and drawn latents {z.shape} differ in shape")
+    return jnp.mean(jnp.square(z_hat.astype(jnp.float32) - z.astype(jnp.float32)))

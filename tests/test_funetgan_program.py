@@ -17,6 +17,8 @@ from anomaly_core import data as data_lib
 from anomaly_core import parallel, program
 from anomaly_core.checkpointing import Checkpointer
 from configs.mvtec_bottle import get_config
+from funetgan_jax import map_statistics as fstats
+from funetgan_jax import train_state as fstate
 from funetgan_jax import train as ft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -270,15 +272,15 @@ def test_map_statistics_of_a_checkpoint_without_them_come_from_the_training_spli
     config = tiny_config(demo_root)
     _, state, _ = final_state(config, straight_run[0])
     splits = data_lib.Splits(config.data)
-    filled = ft.fill_map_stats(config, {k: v for k, v in state.items() if k != "map_stats"}, splits["train"])
+    filled = fstats.fill_map_stats(config, {k: v for k, v in state.items() if k != "map_stats"}, splits["train"])
     x = np.concatenate([np.asarray(b["image"])[np.asarray(b["valid"], bool)]
                         for b in data_lib.eval_batches(config.data, splits["train"], batch_size=5)])
-    expected = ft.batch_map_stats(config, state, jnp.asarray(x))
+    expected = fstats.batch_map_stats(config, state, jnp.asarray(x))
     for key, value in expected.items():
         np.testing.assert_allclose(filled["map_stats"][key], value, rtol=1e-4)
-    fresh = ft.init_state(config, jax.random.key(0))
-    untrained = ft.fill_map_stats(config, fresh, splits["train"])
-    assert jax.tree.map(float, untrained["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+    fresh = fstate.init_state(config, jax.random.key(0))
+    untrained = fstats.fill_map_stats(config, fresh, splits["train"])
+    assert jax.tree.map(float, untrained["map_stats"]) == jax.tree.map(float, fstate.initial_map_stats())
 
 
 def test_scoring_with_the_critic_term_a_run_trained_without_it_takes_its_statistics_from_the_data(
@@ -290,15 +292,15 @@ def test_scoring_with_the_critic_term_a_run_trained_without_it_takes_its_statist
     config = tiny_config(demo_root)
     mesh = parallel.make_mesh()
     _, saved, _ = final_state(config, workdir)
-    assert jax.tree.map(float, saved["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+    assert jax.tree.map(float, saved["map_stats"]) == jax.tree.map(float, fstate.initial_map_stats())
     state, _, _ = program.restore_for_inference(ft.METHOD, config, workdir, mesh, step=4)
-    assert jax.tree.map(float, parallel.fetch(state)["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+    assert jax.tree.map(float, parallel.fetch(state)["map_stats"]) == jax.tree.map(float, fstate.initial_map_stats())
     config.eval.critic_weight = 1.0
-    assert ft.map_stats_missing(config, saved)
+    assert fstats.map_stats_missing(config, saved)
     state, _, _ = program.restore_for_inference(ft.METHOD, config, workdir, mesh, step=4)
-    expected = ft.fill_map_stats(config, saved, data_lib.Splits(config.data)["train"])["map_stats"]
+    expected = fstats.fill_map_stats(config, saved, data_lib.Splits(config.data)["train"])["map_stats"]
     for key, value in expected.items():
         np.testing.assert_allclose(parallel.fetch(state)["map_stats"][key], value, rtol=1e-5)
-    assert not ft.map_stats_missing(config, parallel.fetch(state))
+    assert not fstats.map_stats_missing(config, parallel.fetch(state))
     _, again, _ = final_state(config, workdir)
-    assert jax.tree.map(float, again["map_stats"]) == jax.tree.map(float, ft.initial_map_stats())
+    assert jax.tree.map(float, again["map_stats"]) == jax.tree.map(float, fstate.initial_map_stats())

@@ -396,3 +396,13 @@ def test_critic_targets_features_or_logits():
     np.testing.assert_allclose(m["l_fdec"], np.mean(np.square(np.asarray(p))))
     with pytest.raises(ValueError, match="config.train.encoder_target must be one of"):
         losses.critic_targets(out, "pixels")
+
+
+def test_latent_regression_loss_by_hand():
+    z = jnp.asarray([[1.0, -2.0], [0.5, 0.0]])
+    z_hat = jnp.asarray([[1.5, -2.0], [0.5, 3.0]], jnp.bfloat16)  # E may compute in bfloat16
+    # ((0.5)^2 + 0 + 0 + 3^2) / 4
+    np.testing.assert_allclose(losses.latent_regression_loss(z_hat, z), (0.25 + 9.0) / 4, rtol=1e-6)
+    assert losses.latent_regression_loss(z_hat, z).dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"encoded latents \(2, 2\) and drawn latents \(2, 3\)"):
+        losses.latent_regression_loss(z_hat, jnp.zeros((2, 3)))

@@ -22,7 +22,8 @@ from anomaly_core.program import init_key
 from configs.funetgan_base import base_config, shrink
 from configs.gon_base import base_config as gon_base_config, shrink_gon
 from funetgan_jax import losses
-from funetgan_jax import train as funetgan_train
+from funetgan_jax import networks as fnets
+from funetgan_jax import train_state as fstate
 from funetgan_jax.layers import pool_2x2
 from gon_jax.build import build_gon_model, init_variables as gon_init
 from gon_jax.losses import cae_mse_loss
@@ -70,8 +71,8 @@ def _dtypes(tree) -> set:
 
 def test_bfloat16_networks_keep_float32_variables_and_compute_in_bfloat16():
     config = _funetgan_config("bfloat16")
-    G, D, E = funetgan_train.networks(config)
-    state = jax.eval_shape(lambda r: funetgan_train.init_state(config, r), jax.random.key(0))
+    G, D, E = fnets.networks(config)
+    state = jax.eval_shape(lambda r: fstate.init_state(config, r), jax.random.key(0))
     # params, spectral vectors, BatchNorm statistics and optimiser moments: all float32
     assert _dtypes(state) == {jnp.dtype(jnp.float32)} | {jnp.dtype(jnp.int32)}  # int32: Adam's step count
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
@@ -92,7 +93,7 @@ def test_bfloat16_networks_keep_float32_variables_and_compute_in_bfloat16():
 def test_bad_dtype_settings_name_the_setting():
     config = _funetgan_config("float16")
     with pytest.raises(ValueError, match=r"config\.model\.dtype"):
-        funetgan_train.networks(config)
+        fnets.networks(config)
     implicit = gon_base_config("implicit_gon", "mnist")
     implicit.model.dtype = "bfloat16"
     with pytest.raises(ValueError, match=r"config\.model\.dtype must be 'float32' for the implicit GON .*got 'bfloat16'"):
@@ -106,14 +107,14 @@ def _relative_error(a, b) -> float:
 
 def test_funetgan_bfloat16_losses_agree_with_float32():
     c32, c16 = _funetgan_config("float32"), _funetgan_config("bfloat16")
-    shapes = jax.eval_shape(lambda r: funetgan_train.init_state(c32, r), init_key(0))
+    shapes = jax.eval_shape(lambda r: fstate.init_state(c32, r), init_key(0))
     state = {k: _numpy_variables(shapes[k], i) for i, k in enumerate("gde")}
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(4, 32, 32, 3)), jnp.float32)
     z = jnp.asarray(rng.normal(size=(4, c32.model.z_dim)), jnp.float32)
 
     def values(config):
-        G, D, E = funetgan_train.networks(config)
+        G, D, E = fnets.networks(config)
         # Training-mode forwards: one power iteration gives each spectral norm a real estimate
         # (eval mode would divide by u^T W v of the random initial vectors).
         def apply(module, variables, inputs, **kwargs):

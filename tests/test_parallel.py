@@ -24,7 +24,8 @@ SHARDED_VS_SINGLE = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     from anomaly_core import parallel
     from configs.mvtec_bottle import get_config
-    from funetgan_jax import train as ft
+    from funetgan_jax import train_state as fstate
+    from funetgan_jax import updates as fupdates
 
     config = get_config("tiny")
     # Learning rates 0: with betas (0, 0.9) Adam's first moment is the gradient itself, so
@@ -34,7 +35,7 @@ SHARDED_VS_SINGLE = textwrap.dedent(
     config.train.lr_g = config.train.lr_d = config.train.lr_e = 0.0
     assert tuple(config.train.betas)[0] == 0.0
     state0 = jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a,
-                          ft.init_state(config, jax.random.key(0)))
+                          fstate.init_state(config, jax.random.key(0)))
     rng = np.random.default_rng(0)
     k, b, s = config.train.n_critic, config.train.batch_size, config.data.image_size
     batches = {"image": rng.uniform(size=(k, b, s, s, 3))}
@@ -46,7 +47,7 @@ SHARDED_VS_SINGLE = textwrap.dedent(
         # The adversarial step only: it holds everything sharding could break. The encoder
         # step is a plain batch-mean loss through frozen networks (and compiling it for one
         # and four devices would add minutes to the test on a 2-core CPU).
-        for name, fn, data, stacked in (("adv", ft.adversarial_step, batches, True),):
+        for name, fn, data, stacked in (("adv", fupdates.adversarial_step, batches, True),):
             step = jax.jit(lambda st, x, r, fn=fn: fn(config, st, x, r),
                            in_shardings=(rep, parallel.batch_sharded(mesh, stacked=stacked), None))
             st, m = step(parallel.replicate(state0, mesh), parallel.global_batch(data, mesh, stacked=stacked),

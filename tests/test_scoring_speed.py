@@ -23,18 +23,18 @@ def test_cases_are_the_shipped_cpu_presets_at_64_px():
 
 
 def test_score_callable_is_the_programs_score_function():
-    """The benchmark's encoder-only call gives what funetgan_jax.train.score_fn gives (the
+    """The benchmark's encoder-only call gives what funetgan_jax.score_fns.score_fn gives (the
     function evaluation jits) on the same state."""
     import jax
 
-    from funetgan_jax import train as ft
+    from funetgan_jax import score_fns as fscore
 
     _, _, config = scoring_speed.cases(tiny=True)[0]
     score, state, mesh = scoring_speed.score_callable(config)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     with jax.set_mesh(mesh):
         got = score({"image": x})
-    want = jax.jit(ft.score_fn(config))(state, {"image": x})
+    want = jax.jit(fscore.score_fn(config))(state, {"image": x})
     for k in ("image_score", "anomaly_map", "reconstruction"):
         np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=1e-6, atol=1e-6)
 
@@ -72,10 +72,10 @@ def test_quickstart_encoder_only_convolutions_take_the_fast_path():
     import jax.numpy as jnp
 
     from benchmarks import common
-    from funetgan_jax import train as ft
+    from funetgan_jax import score_fns as fscore
 
     _, _, config = scoring_speed.cases()[0]
     state = scoring_speed._state(config)
-    compiled = common.compile_jax(ft.score_fn(config), state, {"image": jnp.zeros((2, 64, 64, 3), jnp.float32)})
+    compiled = common.compile_jax(fscore.score_fn(config), state, {"image": jnp.zeros((2, 64, 64, 3), jnp.float32)})
     done, _, total = scoring_speed.convolution_layouts(compiled).partition(" of ")
     assert int(total) >= 20 and done == total
