@@ -56,9 +56,9 @@ def check_splits(config, splits: data_lib.Splits) -> None:
     """Before training: the evaluation can run on the configured data. The test split must
     exist and hold normal and anomalous images (image AUROC needs both); with masks, the
     anomalous images' masks must not all be empty at the model resolution (pixel metrics
-    need defect pixels); the threshold rule must fit the validation split. Listing decodes
-    every test image and mask once (bad files are skipped or, with config.data.strict,
-    refused now rather than after training). ValueError naming the split and the setting."""
+    need defect pixels); the threshold rule must fit the validation split. Listing checked
+    every test image and mask; this reads the masks only (`data.eval_masks`: no test image is
+    decoded before the evaluation's one pass). ValueError naming the split and the setting."""
     test = splits["test"]
     where = f"the test split of config.data (source {config.data.source!r})"
     n_anomalous = sum(int(r.label) == 1 for r in test.records)
@@ -70,8 +70,8 @@ def check_splits(config, splits: data_lib.Splits) -> None:
                          "anomalous test images (check config.data.root and the test folder's class folders)")
     if test.has_masks:
         defect_pixels = 0
-        for batch in data_lib.eval_batches(config.data, test, batch_size=int(config.eval.batch_size)):
-            defect_pixels += int(np.asarray(batch["mask"])[np.asarray(batch["valid"], bool)].sum())
+        for _, mask in data_lib.eval_masks(config.data, test):
+            defect_pixels += int(mask.sum())
         if defect_pixels == 0:
             raise ValueError(f"{where}: every ground-truth mask is empty at config.data.image_size="
                              f"{config.data.image_size} (defects thinner than a pixel vanish when resized); "
