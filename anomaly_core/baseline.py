@@ -41,36 +41,42 @@ def anomaly_maps(images: np.ndarray, mean: np.ndarray, smoothing_sigma: float = 
     return maps
 
 
+def metrics_of(maps: np.ndarray, labels: np.ndarray, masks: np.ndarray | None, *, smoothing_sigma: float = 0.0,
+               fpr_limit: float = 0.3) -> dict[str, Any]:
+    """Metrics of baseline maps (N, H, W) (`anomaly_maps`, already smoothed with
+    `smoothing_sigma`, which is only recorded here) with labels (N,) in {0, 1} and masks
+    (N, H, W) in {0, 1} or None: image AUROC of the map's mean and of its maximum; with
+    masks, pixel AUROC, AUPRC and AUPRO (FPR <= fpr_limit). Labels need both classes."""
+    maps = np.asarray(maps)
+    out: dict[str, Any] = {
+        "method": "mean training image, map mean_c |x - m|, image score = mean of the map",
+        "smoothing_sigma": float(smoothing_sigma),
+        "image_auroc": metrics_lib.roc_auc(maps.mean(axis=(1, 2)), labels, name="baseline image AUROC"),
+        "image_auroc_map_max": metrics_lib.roc_auc(maps.max(axis=(1, 2)), labels,
+                                                   name="baseline image AUROC (map max)"),
+    }
+    if masks is not None:
+        defects = np.asarray(masks) > 0.5
+        out["pixel_auroc"] = metrics_lib.roc_auc(maps.ravel(), defects.ravel(), name="baseline pixel AUROC")
+        out["pixel_auprc"] = metrics_lib.average_precision(maps.ravel(), defects.ravel(),
+                                                           name="baseline pixel AUPRC")
+        out["pixel_aupro"] = metrics_lib.aupro(maps, defects, fpr_limit, name="baseline AUPRO")
+    return out
+
+
 def evaluate(data_cfg, test_split: Any, *, train: Any = "train", smoothing_sigma: float = 0.0,
              fpr_limit: float = 0.3, batch_size: int = 32) -> dict[str, Any]:
-    """Metrics of the baseline on `test_split` (a name or a loaded Split), the mean image taken
-    over `train` (a name or a loaded Split): image AUROC of the
-    map's mean and of its maximum; with masks, pixel AUROC, AUPRC and AUPRO (FPR <= fpr_limit).
-
-    Labels need both classes; pixel metrics are left out when the split has no masks.
-    """
+    """`metrics_of` the baseline on `test_split` (a name or a loaded Split), the mean image
+    taken over `train` (a name or a loaded Split), in a pass of its own over the test split.
+    `evaluation.evaluate` computes the same maps inside its scoring pass instead (the test
+    images decoded once); pixel metrics are left out when the split has no masks."""
     mean = mean_image(data_cfg, train, batch_size)
     maps, labels, masks = [], [], []
-    has_masks = True
     for batch in data_lib.eval_batches(data_cfg, test_split, batch_size=batch_size):
         valid = np.asarray(batch["valid"], bool)
         maps.append(anomaly_maps(np.asarray(batch["image"])[valid], mean, smoothing_sigma))
         labels.append(np.asarray(batch["label"])[valid])
         masks.append(np.asarray(batch["mask"])[valid])
-    if not isinstance(test_split, str):
-        has_masks = bool(test_split.has_masks)
-    maps_a, labels_a = np.concatenate(maps), np.concatenate(labels)
-    out: dict[str, Any] = {
-        "method": "mean training image, map mean_c |x - m|, image score = mean of the map",
-        "smoothing_sigma": float(smoothing_sigma),
-        "image_auroc": metrics_lib.roc_auc(maps_a.mean(axis=(1, 2)), labels_a, name="baseline image AUROC"),
-        "image_auroc_map_max": metrics_lib.roc_auc(maps_a.max(axis=(1, 2)), labels_a,
-                                                   name="baseline image AUROC (map max)"),
-    }
-    if has_masks:
-        masks_a = np.concatenate(masks) > 0.5
-        out["pixel_auroc"] = metrics_lib.roc_auc(maps_a.ravel(), masks_a.ravel(), name="baseline pixel AUROC")
-        out["pixel_auprc"] = metrics_lib.average_precision(maps_a.ravel(), masks_a.ravel(),
-                                                           name="baseline pixel AUPRC")
-        out["pixel_aupro"] = metrics_lib.aupro(maps_a, masks_a, fpr_limit, name="baseline AUPRO")
-    return out
+    has_masks = True if isinstance(test_split, str) else bool(test_split.has_masks)
+    return metrics_of(np.concatenate(maps), np.concatenate(labels), np.concatenate(masks) if has_masks else None,
+                      smoothing_sigma=smoothing_sigma, fpr_limit=fpr_limit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -56,9 +57,9 @@ def check_splits(config, splits: data_lib.Splits) -> None:
     """Before training: the evaluation can run on the configured data. The test split must
     exist and hold normal and anomalous images (image AUROC needs both); with masks, the
     anomalous images' masks must not all be empty at the model resolution (pixel metrics
-    need defect pixels); the threshold rule must fit the validation split. Listing decodes
-    every test image and mask once (bad files are skipped or, with config.data.strict,
-    refused now rather than after training). ValueError naming the split and the setting."""
+    need defect pixels); the threshold rule must fit the validation split. Listing checked
+    every test image and mask; this reads the masks only (`data.eval_masks`: no test image is
+    decoded before the evaluation's one pass). ValueError naming the split and the setting."""
     test = splits["test"]
     where = f"the test split of config.data (source {config.data.source!r})"
     n_anomalous = sum(int(r.label) == 1 for r in test.records)
@@ -70,8 +71,8 @@ def check_splits(config, splits: data_lib.Splits) -> None:
                          "anomalous test images (check config.data.root and the test folder's class folders)")
     if test.has_masks:
         defect_pixels = 0
-        for batch in data_lib.eval_batches(config.data, test, batch_size=int(config.eval.batch_size)):
-            defect_pixels += int(np.asarray(batch["mask"])[np.asarray(batch["valid"], bool)].sum())
+        for _, mask in data_lib.eval_masks(config.data, test):
+            defect_pixels += int(mask.sum())
         if defect_pixels == 0:
             raise ValueError(f"{where}: every ground-truth mask is empty at config.data.image_size="
                              f"{config.data.image_size} (defects thinner than a pixel vanish when resized); "
@@ -104,6 +105,7 @@ def saved_metrics(workdir: str) -> dict[str, Any] | None:
     return None
 
 ScoreFn = Callable[[Mapping[str, jax.Array]], Mapping[str, jax.Array]]
+PerImageFn = Callable[[np.ndarray], np.ndarray]  # images (B, H, W, C) -> (B, ...)
 
 
 @dataclasses.dataclass
@@ -120,6 +122,8 @@ class ScoredSplit:
     reconstructions: np.ndarray | None = None
     panel_indices: list[int] | None = None  # record indices of `images`
     unreadable: list[str] = dataclasses.field(default_factory=list)  # paths left out: unreadable when scored
+    per_image: np.ndarray | None = None  # (N, ...) score_split's `per_image` of each example, e.g. baseline maps
+    per_image_s: float = 0.0  # seconds spent in `per_image`
 
 
 def gather(x: jax.Array) -> np.ndarray:
@@ -136,13 +140,20 @@ def score_batches(
     *,
     n: int,
     keep: Sequence[int] = (),
+    per_image: PerImageFn | None = None,
 ) -> dict[str, np.ndarray]:
     """Runs `score_fn` over padded batches; returns arrays of the `n` examples in order.
 
     Images and reconstructions are kept only for the example indices in `keep` (panels).
     'index' holds the indices scored; 'missing' those whose file could not be read any more.
+    With `per_image`, 'per_image' holds its rows for the same examples (it is called on each
+    batch's valid images, (B', H, W, C) in the configured value range, every example of the
+    batch on every process) and 'per_image_s' the seconds spent in it.
     """
     out: dict[str, list] = {k: [] for k in ("index", "image_score", "anomaly_map", "mask", "label")}
+    if per_image is not None:
+        out["per_image"] = []
+    per_image_s = 0.0
     keep_set = set(int(i) for i in keep)
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for local in batches:
@@ -152,6 +163,12 @@ def score_batches(
         for key, arr in (("index", batch["index"]), ("mask", batch["mask"]), ("label", batch["label"]),
                          ("image_score", res["image_score"]), ("anomaly_map", res["anomaly_map"])):
             out[key].append(gather(arr)[valid])
+        if per_image is not None:
+            started = time.perf_counter()
+            # One process holds the whole batch on the host already; several gather it.
+            images = np.asarray(local["image"]) if jax.process_count() == 1 else gather(batch["image"])
+            out["per_image"].append(np.asarray(per_image(images[valid])))
+            per_image_s += time.perf_counter() - started
         wanted = [j for j, i in enumerate(out["index"][-1]) if int(i) in keep_set]
         if wanted:
             imgs, recs = gather(batch["image"])[valid], gather(res["reconstruction"])[valid]
@@ -165,6 +182,8 @@ def score_batches(
         raise RuntimeError(f"evaluation scored {len(scored)} examples, expected each of {n} at most once")
     # A record that is not scored could not be read any more (the loader named it; data.pipeline).
     cat["missing"] = np.setdiff1d(np.arange(n), scored)
+    if per_image is not None:
+        cat["per_image_s"] = per_image_s
     if keep_set:
         order_kept = sorted(kept)
         cat["panel_indices"] = order_kept
@@ -174,9 +193,12 @@ def score_batches(
 
 
 def score_split(
-    score_fn: ScoreFn, data_cfg, loaded: data_lib.Split, mesh, *, batch_size: int, max_panels: int = 0
+    score_fn: ScoreFn, data_cfg, loaded: data_lib.Split, mesh, *, batch_size: int, max_panels: int = 0,
+    per_image: PerImageFn | None = None,
 ) -> ScoredSplit | None:
-    """Scores every example of the split; None when it is empty."""
+    """Scores every example of the split; None when it is empty. `per_image` (see
+    `score_batches`) runs on the same decoded images: its rows cover exactly the examples
+    scored (a file unreadable when scored is left out of both)."""
     if len(loaded) == 0:
         return None
     batches = data_lib.eval_batches(
@@ -184,7 +206,7 @@ def score_split(
         process_index=jax.process_index(), process_count=jax.process_count(),
     )
     keep = report.select_panels(loaded.records, max_panels) if max_panels else ()
-    cat = score_batches(score_fn, batches, mesh, n=len(loaded), keep=keep)
+    cat = score_batches(score_fn, batches, mesh, n=len(loaded), keep=keep, per_image=per_image)
     scored = [int(i) for i in cat["index"]]
     position = {i: p for p, i in enumerate(scored)}
     panels = cat.get("panel_indices")
@@ -199,12 +221,14 @@ def score_split(
         reconstructions=cat.get("reconstructions"),
         panel_indices=None if panels is None else [position[i] for i in panels],
         unreadable=[loaded.records[int(i)].path for i in cat["missing"]],
+        per_image=cat.get("per_image"),
+        per_image_s=float(cat.get("per_image_s", 0.0)),
     )
 
 
 # <workdir>/eval/timing.json: the wall time of the test split's scoring pass (decoding, scoring,
 # panels kept; no compilation when the validation split was scored first with the same batch
-# shape), in seconds.
+# shape), in seconds, less the time spent computing the baseline's maps within it.
 TIMING_FILE = "timing.json"
 
 
@@ -225,10 +249,17 @@ def evaluate(
     ev = config.eval
     val = score_split(score_fn, config.data, splits["val"], mesh, batch_size=ev.batch_size)
     test_split = splits["test"]
+    baseline_maps = None
+    if ev.baseline:
+        # The baseline's maps come from the scoring pass's decoded test images (each decoded
+        # once), so they cover the same examples as the method's.
+        smoothing_sigma = float(ev.smoothing_sigma)
+        mean = baseline.mean_image(config.data, splits["train"], ev.batch_size)
+        baseline_maps = functools.partial(baseline.anomaly_maps, mean=mean, smoothing_sigma=smoothing_sigma)
     started = time.perf_counter()  # the scoring program was compiled by the validation pass
     test = score_split(score_fn, config.data, test_split, mesh, batch_size=ev.batch_size,
-                       max_panels=ev.max_panels)
-    test_scoring_s = time.perf_counter() - started
+                       max_panels=ev.max_panels, per_image=baseline_maps)
+    test_scoring_s = time.perf_counter() - started - (test.per_image_s if test is not None else 0.0)
     if test is None:
         raise ValueError(f"the test split of config.data (source {config.data.source!r}) is empty")
     unreadable = [*(val.unreadable if val is not None else []), *test.unreadable]
@@ -248,10 +279,9 @@ def evaluate(
         threshold_rule=ev.threshold_rule,
         fpr_limit=ev.aupro_fpr_limit,
     )
-    if ev.baseline:
-        results["baseline"] = baseline.evaluate(
-            config.data, test_split, train=splits["train"], smoothing_sigma=float(ev.smoothing_sigma),
-            fpr_limit=ev.aupro_fpr_limit, batch_size=ev.batch_size)
+    if baseline_maps is not None:
+        results["baseline"] = baseline.metrics_of(test.per_image, test.labels, test.masks,
+                                                  smoothing_sigma=smoothing_sigma, fpr_limit=ev.aupro_fpr_limit)
     results["evaluation"] = {
         "test_examples": int(len(test.labels)),
         "val_examples": 0 if val is None else int(len(val.labels)),

@@ -10,6 +10,7 @@ from data_fixtures import make_tree, tiny_config, truncate, write_image
 from anomaly_core.data import (
     DataError,
     eval_batches,
+    eval_masks,
     eval_plan,
     image_io,
     load_image_folder,
@@ -150,6 +151,31 @@ def test_eval_batches_score_every_example_once(root, processes):
     assert len(eval_batches(cfg, "test", batch_size=3, process_count=processes)) == (
         num_batches.pop()
     )
+
+
+def test_eval_masks_are_the_eval_batches_masks(root):
+    cfg = cfg_for(root, image_size=12)
+    test = load_split(cfg, "test")
+    batch = next(eval_batches(cfg, test, batch_size=len(test)))
+    masks = dict(eval_masks(cfg, test))
+    assert sorted(masks) == [i for i, r in enumerate(test.records) if r.mask_path]
+    for i in range(len(test)):
+        expected = masks.get(i, np.zeros((12, 12), np.float32))
+        assert expected.dtype == np.float32
+        np.testing.assert_array_equal(batch["mask"][i], expected)
+    assert sum(m.sum() for m in masks.values()) > 0
+
+
+def test_eval_masks_leave_out_an_image_gone_since_listing(tmp_path, caplog):
+    make_tree(str(tmp_path), n_train=4, n_test_good=1, defects={"crack": 3})
+    cfg = cfg_for(str(tmp_path))
+    test = load_split(cfg, "test")
+    gone = next(i for i, r in enumerate(test.records) if r.mask_path)
+    os.remove(test.records[gone].path)
+    assert gone not in dict(eval_masks(cfg, test)) and len(dict(eval_masks(cfg, test))) == 2
+    assert f"Skipping {test.records[gone].path}" in caplog.text
+    with pytest.raises(image_io.ImageReadError, match="No such file"):
+        dict(eval_masks(cfg_for(str(tmp_path), strict=True), test))
 
 
 def test_eval_image_is_decode_then_resize(root):

@@ -11,7 +11,7 @@ import ml_collections
 import pytest
 
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation, parallel
+from anomaly_core import baseline, evaluation, parallel
 from tests.data_fixtures import make_tree, mean_score_fn, tiny_config
 
 
@@ -38,6 +38,9 @@ def test_test_image_deleted_after_listing_is_skipped_by_name_and_counted(tmp_pat
         results = evaluation.evaluate(mean_score_fn(), config, workdir, mesh, splits)
     assert results["evaluation"]["unreadable_files"] == {"count": 1, "paths": [gone]}
     assert results["evaluation"]["test_examples"] == len(test) - 1
+    # The baseline (maps from the same scoring pass) covers the same examples as the method.
+    assert results["baseline"] == baseline.evaluate(config.data, test, train=splits["train"], fpr_limit=0.3,
+                                                    batch_size=4)
     with open(os.path.join(workdir, "eval", "metrics.json")) as f:
         assert json.load(f)["evaluation"]["unreadable_files"] == {"count": 1, "paths": [gone]}
     with open(os.path.join(workdir, "eval", "scores.csv")) as f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Iterator
 
 import grain
 import ml_collections
@@ -57,16 +58,32 @@ class ExampleLoader:
         if image.shape[-1] == 3 and self.channels == 1:
             image = transforms.to_channels(image, 1)
         resized = transforms.to_channels(transforms.resize_image(image, self.size), self.channels)
+        return resized, self._mask(i, image.shape[:2])
+
+    def _mask(self, i: int, image_hw: tuple[int, int]) -> np.ndarray:
+        """Example i's mask (S, S) float32 in {0, 1}; its image is (H, W) = `image_hw`."""
+        record = self.split.records[i]
         if record.mask_path is None:
-            return resized, np.zeros((self.size, self.size), np.float32)
+            return np.zeros((self.size, self.size), np.float32)
         mask = image_io.decode_mask(record.mask_path, self.max_pixels)
-        if mask.shape != image.shape[:2]:
+        if mask.shape != tuple(image_hw):
             raise DataError(
                 f"Mask {record.mask_path} is {mask.shape[1]}x{mask.shape[0]} "
-                f"but its image {record.path} is {image.shape[1]}x"
-                f"{image.shape[0]}."
+                f"but its image {record.path} is {image_hw[1]}x"
+                f"{image_hw[0]}."
             )
-        return resized, transforms.resize_mask(mask, self.size)
+        return transforms.resize_mask(mask, self.size)
+
+    def mask(self, i: int) -> np.ndarray:
+        """Example i's mask (S, S) float32 in {0, 1} without decoding its image: the image's
+        size is the listing's check (`image_io.check_image`, cached per path, size and mtime;
+        DataError when the image is gone)."""
+        if self.split.records[i].mask_path is None:
+            return np.zeros((self.size, self.size), np.float32)
+        if self.split.arrays is not None:
+            return self._mask(i, self.split.arrays[i].shape[:2])
+        w, h = image_io.check_image(self.split.records[i].path, self.max_pixels)
+        return self._mask(i, (h, w))
 
     def base(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is None:
@@ -273,6 +290,37 @@ class EvalBatches:
 
     def __next__(self) -> Batch:
         return next(self._it)
+
+
+def eval_masks(data_cfg: ml_collections.ConfigDict, split: Split) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, mask (S, S) float32 in {0, 1}) of each example of `split` that has a mask file,
+    in record order, at the evaluation batches' resolution; no image is decoded (the others'
+    masks are all zero).
+
+    An example whose image or mask can no longer be read is left out with a warning, as
+    `eval_batches` leaves it out (config.data.strict: the error).
+    """
+    validate_data_config(data_cfg)
+    loader = ExampleLoader(split, data_cfg)
+    strict = bool(data_cfg.strict)
+
+    def read(i: int) -> tuple[int, np.ndarray | None]:
+        try:
+            return i, loader.mask(i)
+        except DataError as e:
+            if strict:
+                raise
+            log.warning("Skipping %s: %s (unreadable, listed before)", split.records[i].path,
+                        getattr(e, "reason", e))
+            return i, None
+
+    indices = [i for i, r in enumerate(split.records) if r.mask_path is not None]
+    if not indices:
+        return
+    ds = grain.MapDataset.source(indices).map(read)
+    for i, mask in ds.to_iter_dataset(_read_options(data_cfg)):
+        if mask is not None:
+            yield i, mask
 
 
 def eval_batches(
