@@ -20,7 +20,7 @@ def _config(root: str, **eval_overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "data": tiny_config(root, val_fraction=0.2),
         "eval": {"batch_size": 4, "max_panels": 2, "threshold_rule": "auto", "aupro_fpr_limit": 0.3,
-                 "baseline": True, "smoothing_sigma": 1.0, **eval_overrides}})
+                 "baseline": True, "smoothing_sigma": 1.0, "image_score": "mean_map", **eval_overrides}})
 
 
 @pytest.fixture
