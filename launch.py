@@ -41,8 +41,8 @@ _ALLOW_CHANGES = flags.DEFINE_bool(
 
 
 def resolve_method(config):
-    """The Method of config.method (anomaly_core.methods); a bad name exits naming the config file."""
-    from anomaly_core import methods
+    """The Method of config.method (anomaly_core.program.methods); a bad name exits naming the config file."""
+    from anomaly_core.program import methods
 
     try:
         return methods.for_config(config)
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     if mode == "predict" and not _INPUT.value:
         raise app.UsageError("--mode=predict needs --input=<folder of images>")
     if mode in ("eval", "predict", "export") or (mode == "config" and _WORKDIR.value):
-        from anomaly_core import run_config
+        from anomaly_core.program import run_config
 
         try:  # the run's own settings from <workdir>/config.json; --config may then be left out
             config = run_config.for_inference(_WORKDIR.value, config, explicit_overrides(sys.argv))
@@ -80,14 +80,14 @@ def main(argv: list[str]) -> int:
 
     method = resolve_method(config)
     if mode == "config":
-        from anomaly_core import config_docs
+        from anomaly_core.run import config_docs
 
         print(config_docs.describe(config, method.settings_files))
         return 0
-    from anomaly_core import parallel  # imports jax: after flag parsing so --help stays fast
+    from anomaly_core.training import parallel  # imports jax: after flag parsing so --help stays fast
 
     parallel.maybe_initialize_distributed(config.distributed)
-    from anomaly_core.run import run_mode
+    from anomaly_core.run.run import run_mode
 
     return run_mode(method, config, mode, _WORKDIR.value, _INPUT.value, allow_changes=_ALLOW_CHANGES.value,
                     verbose=flags.FLAGS.verbosity >= 1, output=_OUTPUT.value)
@@ -97,7 +97,7 @@ def end(code: int) -> None:
     """Exits with `code`; after an error without waiting long for background threads (run.exit_process)."""
     if code == 0:
         sys.exit(0)
-    from anomaly_core.run import exit_process
+    from anomaly_core.run.run import exit_process
 
     exit_process(code)
 

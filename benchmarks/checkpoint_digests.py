@@ -25,7 +25,8 @@ from unittest import mock
 import jax
 import numpy as np
 
-from anomaly_core import checkpointing, methods, parallel, program
+from anomaly_core.program import methods, program
+from anomaly_core.training import checkpointing, parallel
 
 CONFIGS = (("quickstart (64x64, width 4)", "configs/quickstart.py", ""),
            ("mvtec_bottle (128x128, width 64, full size)", "configs/mvtec_bottle.py", ""))

@@ -130,7 +130,7 @@ def static_memory_bytes(compiled: Compiled | Any) -> int | None:
 
 def initial_state(config: Any, seed: int = 0) -> Any:
     """The training state of config.method's networks, initialised as the program does (jitted, init_key)."""
-    from anomaly_core import methods, program
+    from anomaly_core.program import methods, program
 
     return jax.jit(functools.partial(methods.for_config(config).init_state, config))(program.init_key(seed))
 
@@ -342,7 +342,7 @@ def trained_run(doc: str, name: str, argv: Sequence[str] | None = None) -> tuple
     """The flags of a script that studies one trained run (--workdir, --out with default
     benchmarks/results/<name>) and that run: (args, detector (api.load), its config, its
     state on the host)."""
-    from anomaly_core import api
+    from anomaly_core.serving import api
 
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="a trained run (its workdir)")

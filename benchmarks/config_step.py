@@ -5,7 +5,7 @@
 
 For every stage of the config's method (f-UNetGAN: the fused adversarial step, n_critic D
 updates + 1 G update in one call, then the encoder step; GON/CAE: the training step) this
-jits the stage's step function the way `anomaly_core.train_loop` does (state donated),
+jits the stage's step function the way `anomaly_core.training.train_loop` does (state donated),
 times trace+lower and XLA compilation apart, then runs `--steps` calls on one fixed random batch, blocking on each,
 after `--warmup` untimed calls. Only the funetgan_jax / gon_jax step functions and
 `init_state` are used, so the same command times an older checkout of the package too
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_core.program import init_key
+from anomaly_core.program.program import init_key
 from benchmarks import common
 from benchmarks.common import load_config
 

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_core import program
 from anomaly_core import data as data_lib
+from anomaly_core.program import program
 from benchmarks.common import command_line, split_arrays, trained_run, write_results
 from funetgan_jax import networks as fnets
 from funetgan_jax import train_state as fstate

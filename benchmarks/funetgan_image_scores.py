@@ -26,8 +26,8 @@ import platform
 import jax
 import numpy as np
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation
-from anomaly_core import metrics as metrics_lib
+from anomaly_core.evaluation import metrics as metrics_lib
+from anomaly_core.evaluation import evaluation
 from benchmarks.common import command_line, trained_run, write_results
 
 TOP_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)

@@ -1,5 +1,5 @@
 """The input pipeline alone: batches/s of the demo data loader, host-only and placed on the
-devices through anomaly_core.prefetch, against the batches/s the training step consumes.
+devices through anomaly_core.training.prefetch, against the batches/s the training step consumes.
 
   python -m benchmarks.input_pipeline --size reduced     # quickstart: 32 px, batch 8
   python -m benchmarks.input_pipeline --size full        # 128 px, batch 16 (f-UNetGAN base)
@@ -65,8 +65,8 @@ def _needed_batches_per_s(size: str, batch: int, n_critic: int, path: str) -> tu
 
 def main(argv: list[str] | None = None) -> str:
     from anomaly_core import data as data_lib
-    from anomaly_core import parallel
-    from anomaly_core.prefetch import prefetch_to_device
+    from anomaly_core.training import parallel
+    from anomaly_core.training.prefetch import prefetch_to_device
 
     args = common.parse_args(__doc__.splitlines()[0], NAME, argv, default_steps=200)
     batch = args.batch or (8 if args.size == "reduced" else 16)

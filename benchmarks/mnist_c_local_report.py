@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from anomaly_core.metrics import roc_auc
-from anomaly_core.thresholds import confusion_matrix
+from anomaly_core.evaluation.metrics import roc_auc
+from anomaly_core.evaluation.thresholds import confusion_matrix
 
 # The GON reference notebook, corrupted MNIST (2,000 per corruption, 15 corruptions).
 SEED = {

@@ -9,7 +9,7 @@ applies in memory the smallest edits without which they do not import or run (ea
 listed in EDITS with the reason, and reported), builds the original's own classes at full
 size (128x128, base width 64), saves their state_dicts as the original's main.py does
 (`torch.save(G.module.state_dict())`, i.e. without and, for the DataParallel variant, with
-the 'module.' prefix), converts them with anomaly_core.convert_checkpoint, and compares
+the 'module.' prefix), converts them with anomaly_core.interop.convert_checkpoint, and compares
 PyTorch and JAX outputs: two training forwards (spectral-norm state written back) then one
 eval forward, as docs/PARITY.md describes, in float32 and, to tell rounding from different
 arithmetic, in float64 (the same files cast; JAX with x64). It also reports what the classes do as committed
@@ -142,7 +142,7 @@ def compare(name: str, build: Any, network: str, config: Any, inputs: list, pref
     then compare train x2 and eval forwards in float32 and in float64."""
     import torch
 
-    from anomaly_core import convert_checkpoint as cc
+    from anomaly_core.interop import convert_checkpoint as cc
 
     torch_module = build()
     torch_module.train()
@@ -168,7 +168,7 @@ def _forwards(torch_module: Any, config: Any, network: str, variables: Any, inpu
     """Max |jax - torch| / max(1, max |torch|) over two training forwards, then over one eval forward."""
     import torch
 
-    from anomaly_core import convert_checkpoint as cc
+    from anomaly_core.interop import convert_checkpoint as cc
 
     module, _ = cc.flax_module(config, network)
     kwargs = {"return_features": False} if network == "discriminator" else {}

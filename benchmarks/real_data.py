@@ -41,7 +41,7 @@ METHODS = {
 }
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 RUN_RECORD = ("wall_s", "minutes", "cache")  # what <runs>/<name>.run.json keeps of a run
-TIMING_FILE = "timing.json"  # anomaly_core.evaluation.TIMING_FILE (not imported: the benchmark needs no JAX)
+TIMING_FILE = "timing.json"  # anomaly_core.evaluation.evaluation.TIMING_FILE (not imported: the benchmark needs no JAX)
 COLUMNS = (
     ("method", "method"), ("category", "category"), ("seed", "seed"),
     ("image_auroc", "image AUROC"), ("baseline_image_auroc", "baseline"), ("delta_image_auroc", "delta"),

@@ -13,7 +13,7 @@ score does not depend on the trained values):
   GON gradient-encoded: configs/gon_quickstart.py:texture (conv GON ngf 16, BatchNorm 'context':
       each image encoded inside a batch with the B_train - 1 = 15 saved training images);
   CAE: configs/gon_quickstart.py:texture_cae.
-Every mode is scored through `anomaly_core.program._jit_score`, the function evaluation and
+Every mode is scored through `anomaly_core.program.program._jit_score`, the function evaluation and
 `api.Detector` call (on a CPU the refined mode is its `host_score`: jitted pieces Python calls
 in turn). The first call's time includes compilation and is listed apart; the timed calls
 follow `--warmup` untimed ones and block on the scores.
@@ -92,7 +92,8 @@ def _state(config) -> Any:
 def score_callable(config) -> tuple[Callable[[Any], Any], Any, Any]:
     """(score(batch) -> outputs, state, mesh): the method's score function as evaluation and
     api.Detector run it, on the config's random-initialised state."""
-    from anomaly_core import methods, parallel, program
+    from anomaly_core.program import methods, program
+    from anomaly_core.training import parallel
 
     method = methods.for_config(config)
     mesh = parallel.make_mesh()
@@ -105,7 +106,7 @@ def measure_mode(config, *, batch: int, steps: int, warmup: int, rng: np.random.
     """Batch-1 latency and batch-`batch` throughput of the config's score function."""
     import time
 
-    from anomaly_core import parallel
+    from anomaly_core.training import parallel
 
     score, _, mesh = score_callable(config)
     row: dict[str, Any] = {"image_size": config.data.image_size, "batch": batch}
@@ -144,7 +145,7 @@ def profile_encoder_only(config, *, batch: int, steps: int, warmup: int,
     """Where f-UNetGAN's encoder-only score spends its time: E forward, G forward, the map +
     smoothing + image score, the smoothing alone, and the whole score function, each compiled
     as its own program on the same batch (XLA's FLOP count per image beside each time)."""
-    from anomaly_core.smoothing import gaussian_smooth
+    from anomaly_core.networks.smoothing import gaussian_smooth
     from funetgan_jax import scoring
     from funetgan_jax import networks as fnets
     from funetgan_jax import score_fns as fscore
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> str:
                ("first_call_1_s", "first call s, batch 1 (compile incl.)"),
                ("first_call_batch_s", "first call s, batched (compile incl.)")]
     notes = [
-        "Each mode through anomaly_core.program._jit_score (what evaluation and api.Detector call), "
+        "Each mode through anomaly_core.program.program._jit_score (what evaluation and api.Detector call), "
         "random-initialised parameters at the config's widths; images/s = batch / median seconds per call.",
         "f-UNetGAN encoder-only: the quickstart with config.eval.refine_steps=0 (G(E(x)), residual map, "
         "smoothing, mean-map score; kappa 0 and critic weight 0, so no critic pass). Refined: the quickstart "

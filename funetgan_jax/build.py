@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from anomaly_core import settings
-from anomaly_core.precision import DEFAULT_DTYPE, compute_dtype
-from anomaly_core.summary import parameter_summary
+from anomaly_core.networks.precision import DEFAULT_DTYPE, compute_dtype
+from anomaly_core.networks.summary import parameter_summary
 from funetgan_jax.cbam import SPATIAL_NORMS
 from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, D_NORMS, GLOBAL_POOLS, UNetDiscriminator
 from funetgan_jax.encoder import Encoder

@@ -6,8 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.precision import cast
-from anomaly_core.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
+from anomaly_core.networks.precision import cast
+from anomaly_core.networks.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
 

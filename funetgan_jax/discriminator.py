@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.precision import cast
-from anomaly_core.torch_layers import check_choice, torch_bias_init, torch_kernel_init
+from anomaly_core.networks.precision import cast
+from anomaly_core.networks.torch_layers import check_choice, torch_bias_init, torch_kernel_init
 from funetgan_jax.cbam import CBAM
 from funetgan_jax.layers import SNConv, SNDense, instance_norm, pool_2x2, upsample_nearest
 

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.torch_layers import check_choice
+from anomaly_core.networks.torch_layers import check_choice
 from funetgan_jax.discriminator import ATTENTIONS, ResidualConv
 from funetgan_jax.layers import SNConv, SNDense
 

@@ -1,5 +1,5 @@
 """Layers of the f-UNetGAN networks with PyTorch semantics: spectral-normalised conv/dense
-and the parameter-free helpers (BatchNorm and the initialisers: anomaly_core.torch_layers).
+and the parameter-free helpers (BatchNorm and the initialisers: anomaly_core.networks.torch_layers).
 
 Spectral norm has two modes (`SPECTRAL_NORMS`, config.model.spectral_norm), both with
 one power iteration per forward and their state in the `spectral` collection:
@@ -19,7 +19,7 @@ HWIO-flatten order (a PyTorch `weight_v` must be permuted on import) and the sin
 values are the same.
 
 Initialisation mirrors PyTorch's Conv2d/Linear defaults (kernel and bias uniform in
-+-1/sqrt(fan_in), anomaly_core.torch_layers) because the reference trains from those defaults.
++-1/sqrt(fan_in), anomaly_core.networks.torch_layers) because the reference trains from those defaults.
 
 Mixed precision (`config.model.dtype`): every module takes `dtype`, the dtype it computes
 and returns in (None, the default: the input's dtype, no cast; float32 in training, float64
@@ -34,8 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.precision import at_least_f32, cast
-from anomaly_core.torch_layers import check_choice, torch_bias_init, torch_kernel_init
+from anomaly_core.networks.precision import at_least_f32, cast
+from anomaly_core.networks.torch_layers import check_choice, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
 

@@ -29,8 +29,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.precision import at_least_f32
-from anomaly_core.torch_layers import check_choice
+from anomaly_core.networks.precision import at_least_f32
+from anomaly_core.networks.torch_layers import check_choice
 from funetgan_jax.mixing import consistency_mix, interpolation_weights
 
 Array = jax.Array

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.torch_layers import check_choice
+from anomaly_core.networks.torch_layers import check_choice
 
 Array = jax.Array
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import jax
 
-from anomaly_core import parallel
+from anomaly_core.training import parallel
 from funetgan_jax import losses, scoring
 from funetgan_jax.networks import generate_fn, networks, reconstruct, reconstruct_image
 

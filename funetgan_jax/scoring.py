@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from anomaly_core.smoothing import gaussian_smooth
-from anomaly_core.torch_layers import check_choice
+from anomaly_core.networks.smoothing import gaussian_smooth
+from anomaly_core.networks.torch_layers import check_choice
 from funetgan_jax.losses import features_of
 
 Array = jax.Array

@@ -3,8 +3,8 @@
 The PyTorch side is funetgan_jax/torch_reference.py, whose attribute names follow the
 original f-UNetGAN repository, so the original's checkpoints load too. Each network's
 `NameMap` is read off the structure of its Flax variables; the layouts and both
-spectral-norm formats are anomaly_core/torch_import.py's. `TORCH_NETWORKS` is this
-package's `Method.torch` (anomaly_core/convert_checkpoint.py).
+spectral-norm formats are anomaly_core/interop/torch_import.py's. `TORCH_NETWORKS` is this
+package's `Method.torch` (anomaly_core/interop/convert_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from anomaly_core.torch_import import (FORMATS, Layer, NameMap, TorchNetworks, abstract_variables, checkpoint_format,
-                                       numbered, spectral_norm_of, with_spectral_norm)
+from anomaly_core.interop.torch_import import (FORMATS, Layer, NameMap, TorchNetworks, abstract_variables,
+                                               checkpoint_format, numbered, spectral_norm_of, with_spectral_norm)
 from funetgan_jax import build
 from funetgan_jax.layers import convert_spectral_state
 

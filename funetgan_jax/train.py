@@ -10,8 +10,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from anomaly_core import program, settings
-from anomaly_core.train_loop import Stage
+from anomaly_core import settings
+from anomaly_core.program import program
+from anomaly_core.training.train_loop import Stage
 from funetgan_jax import losses
 from funetgan_jax.build import describe as describe_models
 from funetgan_jax.build import model_rules

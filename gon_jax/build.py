@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from anomaly_core import settings
-from anomaly_core.precision import DEFAULT_DTYPE, compute_dtype
-from anomaly_core.summary import parameter_summary
+from anomaly_core.networks.precision import DEFAULT_DTYPE, compute_dtype
+from anomaly_core.networks.summary import parameter_summary
 from gon_jax.variants import VARIANTS, kind_rule, variant
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from anomaly_core.torch_layers import torch_bias_init, torch_kernel_init
+from anomaly_core.networks.torch_layers import torch_bias_init, torch_kernel_init
 from gon_jax.layers import torch_conv_transpose
 
 Array = jax.Array

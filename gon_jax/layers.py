@@ -5,7 +5,7 @@ One module, `ConvDecoder`, takes a latent z (B, nz), views it as a 1x1 image (B,
 (PyTorch's (B, nz, 1, 1)) and applies a list of stages; every stage but the last is
 ConvTranspose -> BatchNorm -> activation, the last is ConvTranspose -> output activation.
 BatchNorm and the initialisers (PyTorch's defaults, kernel and bias U(+-1/sqrt(fan_in)),
-because the references train from those) are anomaly_core.torch_layers'.
+because the references train from those) are anomaly_core.networks.torch_layers'.
 
 Weight import from PyTorch (NCHW) into these modules:
   ConvTranspose2d.weight (in, out, kh, kw) -> `kernel` = weight.permute(2, 3, 1, 0), i.e.
@@ -29,8 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.precision import cast
-from anomaly_core.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
+from anomaly_core.networks.precision import cast
+from anomaly_core.networks.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
 # (out_channels, kernel, stride, padding) of one PyTorch ConvTranspose2d.

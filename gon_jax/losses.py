@@ -11,8 +11,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.precision import at_least_f32
-from anomaly_core.torch_layers import check_choice
+from anomaly_core.networks.precision import at_least_f32
+from anomaly_core.networks.torch_layers import check_choice
 
 Array = jax.Array
 

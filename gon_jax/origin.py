@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.torch_layers import check_choice
+from anomaly_core.networks.torch_layers import check_choice
 from gon_jax import variants
 from gon_jax.losses import gon_loss
 from gon_jax.variational import REPARAM_RNG

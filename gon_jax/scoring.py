@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.torch_layers import check_choice
+from anomaly_core.networks.torch_layers import check_choice
 from gon_jax import variants
 from gon_jax.origin import default_loss_kind, origin_latent
 

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.torch_layers import torch_bias_init, uniform_init
+from anomaly_core.networks.torch_layers import torch_bias_init, uniform_init
 
 Array = jax.Array
 

@@ -3,7 +3,7 @@
 The PyTorch side is gon_jax/torch_reference.py, whose attribute names follow the
 reference notebooks and cwkx/GON. Each model kind has a `NameMap` (its entry in
 gon_jax/variants.py points to it), read off the structure of its Flax variables; the layouts
-are anomaly_core/torch_import.py's.
+are anomaly_core/interop/torch_import.py's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from anomaly_core.torch_import import Layer, NameMap, numbered
+from anomaly_core.interop.torch_import import Layer, NameMap, numbered
 
 
 def _decoder_layers(t: str, f: tuple[str, ...], node: Mapping[str, Any]) -> list[Layer]:

@@ -1,11 +1,11 @@
 """What the checkpoint converter needs of the GON package: `TORCH_NETWORKS`, its `Method.torch`
-(anomaly_core/convert_checkpoint.py). One network, 'gon', whose model config.model.kind
+(anomaly_core/interop/convert_checkpoint.py). One network, 'gon', whose model config.model.kind
 chooses (gon_jax/variants.py); a run holds just it."""
 from __future__ import annotations
 
 from typing import Any
 
-from anomaly_core.torch_import import TorchNetworks
+from anomaly_core.interop.torch_import import TorchNetworks
 from gon_jax import build
 from gon_jax.variants import variant
 

@@ -1,7 +1,7 @@
 """PyTorch rendering of the GON networks and the CAE baseline (docs/METHODS.md section 2), NCHW.
 
 Written from the specification; it is the mirror the parity tests compare the JAX port
-with and the target of `anomaly_core.torch_import`. Attribute names follow the reference
+with and the target of `anomaly_core.interop.torch_import`. Attribute names follow the reference
 code so state_dicts of the originals load: the conv GON keeps the notebooks'
 `network` Sequential (Mathio11/GON_for_Image_Anomaly_Detection), the implicit GON is a
 bare Sequential of `SirenLayer`s with a `.linear` each, the variational GON has

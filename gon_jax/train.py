@@ -17,9 +17,10 @@ import numpy as np
 import optax
 
 from anomaly_core import data as data_lib
-from anomaly_core import program, settings
-from anomaly_core.smoothing import gaussian_smooth
-from anomaly_core.train_loop import Stage
+from anomaly_core import settings
+from anomaly_core.networks.smoothing import gaussian_smooth
+from anomaly_core.program import program
+from anomaly_core.training.train_loop import Stage
 from gon_jax.build import build_gon_model, describe as describe_model, init_variables, model_rules
 from gon_jax.losses import cae_mse_loss
 from gon_jax.origin import LATENT_SCALINGS, gon_value_and_grad

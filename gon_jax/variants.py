@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 
 from anomaly_core import settings
-from anomaly_core.torch_import import NameMap
+from anomaly_core.interop.torch_import import NameMap
 from gon_jax import torch_names
 from gon_jax.cae import ConvAutoencoder
 from gon_jax.layers import (ACTIVATIONS, OUT_ACTIVATIONS, ConvDecoder, decoder_output_size, mnist_stages,

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from anomaly_core.torch_layers import torch_bias_init, torch_kernel_init
+from anomaly_core.networks.torch_layers import torch_bias_init, torch_kernel_init
 from gon_jax.layers import ConvDecoder, Stage, vae32_stages
 
 Array = jax.Array

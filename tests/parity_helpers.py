@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from anomaly_core.torch_import import NameMap, torch_to_flax
+from anomaly_core.interop.torch_import import NameMap, torch_to_flax
 
 FORWARD_RTOL = 1e-5
 GRAD_RATIO = 4.0

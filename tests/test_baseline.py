@@ -1,13 +1,13 @@
-"""The no-learning baseline (anomaly_core/baseline.py) against brute-force computations."""
+"""The no-learning baseline (anomaly_core/evaluation/baseline.py) against brute-force computations."""
 
 import numpy as np
 import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from anomaly_core import baseline
 from anomaly_core.data import load_split
 from anomaly_core.data.pipeline import ExampleLoader
+from anomaly_core.evaluation import baseline
 from tests.data_fixtures import make_tree, tiny_config
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anomaly_core.precision import at_least_f32, cast, compute_dtype
+from anomaly_core.networks.precision import at_least_f32, cast, compute_dtype
 from benchmarks import common
 from benchmarks.common import load_config
 

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import ml_collections
 import pytest
 
-from anomaly_core import run_config
+from anomaly_core.program import run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCANNED = ("anomaly_core", "funetgan_jax", "gon_jax")
@@ -42,9 +42,9 @@ CONFIG_METHODS = frozenset(dir(ml_collections.ConfigDict())) | frozenset(dir(ml_
 # (file, dotted setting) -> the guard's text, checked to be in the file.
 GUARDED = {
     # GON networks have no spectral norm.
-    ("anomaly_core/torch_import.py", "model.spectral_norm"): '"spectral_norm" not in config.model',
+    ("anomaly_core/interop/torch_import.py", "model.spectral_norm"): '"spectral_norm" not in config.model',
     # GON has no progress images, so no config.train.image_every.
-    ("anomaly_core/program.py", "train.image_every"): "if fn is None or not config.train.image_every",
+    ("anomaly_core/program/program.py", "train.image_every"): "if fn is None or not config.train.image_every",
 }
 GUARDED_IMAGE_EVERY = "int(config.train.image_every) if image_fn is not None else 0"
 # (method, section) whose settings depend on config.model.kind: GON's model settings per kind
@@ -265,7 +265,7 @@ def test_the_guarded_reads_are_still_guarded():
         with open(os.path.join(ROOT, rel)) as f:
             source = f.read()
         assert guard in source, (rel, setting)
-    with open(os.path.join(ROOT, "anomaly_core", "program.py")) as f:
+    with open(os.path.join(ROOT, "anomaly_core", "program", "program.py")) as f:
         assert GUARDED_IMAGE_EVERY in f.read()
 
 
@@ -330,7 +330,7 @@ def test_a_config_json_without_the_distributed_section_is_not_initialised(tmp_pa
 
 def test_the_fill_tables_name_settings_of_the_shipped_configs():
     """A fill entry for a setting no config has would fill a setting nobody reads."""
-    from anomaly_core import methods
+    from anomaly_core.program import methods
 
     configs = shipped_configs()
     for setting in run_config.UNRECORDED_SETTINGS:

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from anomaly_core import console
-from anomaly_core.event_writer import EventWriter
-from anomaly_core.progress import Progress, format_duration
+from anomaly_core.run import console
+from anomaly_core.training.event_writer import EventWriter
+from anomaly_core.training.progress import Progress, format_duration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +83,7 @@ def test_compact_console_and_full_log_file(tmp_path):
     root.setLevel(logging.INFO)
     try:
         path = console.setup(str(tmp_path), verbose=False)
-        record = logging.LogRecord("anomaly_core.train_loop", logging.WARNING, __file__, 1, "penalty high", (), None)
+        record = logging.LogRecord("anomaly_core.training.train_loop", logging.WARNING, __file__, 1, "penalty high", (), None)
         assert stream.format(record).split(" ", 1)[1] == "warning: penalty high"
         scalars = logging.LogRecord("anomaly_core.scalars", logging.INFO, __file__, 1, "[3] loss=0.5", (), None)
         assert not stream.filter(scalars)  # console: progress lines instead

@@ -1,5 +1,5 @@
 """The shared core imports no method package: methods reach it through `program.Method`
-(entry points, anomaly_core/methods.py), never the other way round."""
+(entry points, anomaly_core/program/methods.py), never the other way round."""
 
 import ast
 import os

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from data_fixtures import make_tree, tiny_config
 
-from anomaly_core import run_config, settings
+from anomaly_core import settings
 from anomaly_core.data import augmentation, eval_batches, load_split, train_iterator
 from anomaly_core.data.config import validate_data_config
+from anomaly_core.program import run_config
 
 
 @pytest.mark.parametrize("category, kind", [

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomaly_core import baseline, evaluation, parallel
 from anomaly_core import data as data_lib
 from anomaly_core.data import image_io
+from anomaly_core.evaluation import baseline, evaluation
+from anomaly_core.training import parallel
 from tests.data_fixtures import make_tree, mean_score_fn, tiny_config
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anomaly_core.summary import count_params
+from anomaly_core.networks.summary import count_params
 from funetgan_jax.build import build_discriminator, default_model_config, init_variables
 from funetgan_jax.discriminator import ATTENTIONS, D_BLOCKS, ResidualConv, UNetDiscriminator
 from funetgan_jax.layers import instance_norm, pool_2x2

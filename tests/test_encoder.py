@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anomaly_core.summary import count_params
+from anomaly_core.networks.summary import count_params
 from funetgan_jax.build import build_encoder, default_model_config, init_variables
 from funetgan_jax.discriminator import ResidualConv
 from funetgan_jax.encoder import Encoder

@@ -23,10 +23,10 @@ import numpy as np
 import optax
 import pytest
 
-from anomaly_core import parallel
-from anomaly_core.checkpointing import Checkpointer
-from anomaly_core.event_writer import EventWriter
-from anomaly_core.train_loop import LoopConfig, Stage, train
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import Checkpointer
+from anomaly_core.training.event_writer import EventWriter
+from anomaly_core.training.train_loop import LoopConfig, Stage, train
 from tests.data_fixtures import flip_byte_in_largest_file
 from tools import fault_drill
 
@@ -403,8 +403,9 @@ def test_full_disk_at_the_last_tensorboard_events_is_one_warning_no_traceback(tm
     failed flush as a 14-line traceback after the program's message."""
     code = f"""
 import errno, sys
-from anomaly_core import program, run
-from anomaly_core.event_writer import EventWriter
+from anomaly_core.program import program
+from anomaly_core.run import run
+from anomaly_core.training.event_writer import EventWriter
 
 run.quiet_library_logs()
 writer = EventWriter({str(tmp_path)!r})

@@ -189,7 +189,7 @@ def test_validation_loss_is_the_encoder_loss_per_image():
 
 
 def test_host_score_on_cpu_is_the_score_with_the_refinement_called_step_by_step():
-    from anomaly_core import parallel
+    from anomaly_core.training import parallel
 
     config, state, x = _tiny_state_and_batch()
     mesh = parallel.make_mesh()

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from anomaly_core import data as data_lib
-from anomaly_core import parallel, program
-from anomaly_core.checkpointing import Checkpointer
+from anomaly_core.program import program
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import Checkpointer
 from configs.mvtec_bottle import get_config
 from funetgan_jax import map_statistics as fstats
 from funetgan_jax import train_state as fstate
@@ -157,8 +158,8 @@ def test_converter_exports_a_training_run_and_imports_it_back(straight_run, demo
     checkpoint holds exactly the trained variables (the torch-format files: the same weights,
     the spectral-norm state re-expressed)."""
     torch = pytest.importorskip("torch")
-    from anomaly_core import convert_checkpoint as cc
-    from anomaly_core.checkpointing import CheckpointError
+    from anomaly_core.interop import convert_checkpoint as cc
+    from anomaly_core.training.checkpointing import CheckpointError
 
     workdir, _ = straight_run
     config = tiny_config(demo_root)
@@ -199,8 +200,8 @@ def test_converter_exports_a_training_run_and_imports_it_back(straight_run, demo
 
 def test_checkpoint_settings_are_checked_before_restoring():
     """program.meta_checker with f-UNetGAN's recorded settings (every config.model.* but dtype)."""
-    from anomaly_core import program
-    from anomaly_core.checkpointing import CheckpointError
+    from anomaly_core.program import program
+    from anomaly_core.training.checkpointing import CheckpointError
 
     config = tiny_config("")
     check = program.meta_checker(ft.METHOD, config)
@@ -222,8 +223,8 @@ def test_a_workdir_refuses_a_resume_with_other_settings(straight_run, demo_root)
     """program.check_resume on a finished run: another data root or seed is refused with each
     difference named (before anything is written), more steps are allowed, fewer steps point
     to --mode=eval, and --allow_changes continues deliberately."""
-    from anomaly_core import program
-    from anomaly_core.checkpointing import CheckpointError
+    from anomaly_core.program import program
+    from anomaly_core.training.checkpointing import CheckpointError
 
     workdir, _ = straight_run
     config_json = open(os.path.join(workdir, "config.json")).read()
@@ -253,7 +254,7 @@ def test_a_workdir_refuses_a_resume_with_other_settings(straight_run, demo_root)
 
 def test_a_config_of_another_method_is_one_clear_error():
     """--config.method=funetgan on a GON config (and the reverse) names the first missing setting."""
-    from anomaly_core import program
+    from anomaly_core.program import program
     from configs.gon_quickstart import get_config as gon_config
     from gon_jax import train as gt
 

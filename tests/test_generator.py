@@ -1,5 +1,5 @@
 """Generator: tiny-size compute, channel-major projection, exact full-size parameter count,
-and the model-config builders / parameter overview (funetgan_jax.build, anomaly_core.summary)."""
+and the model-config builders / parameter overview (funetgan_jax.build, anomaly_core.networks.summary)."""
 
 import functools
 
@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from anomaly_core.summary import count_params, parameter_summary
+from anomaly_core.networks.summary import count_params, parameter_summary
 from funetgan_jax.build import (build_discriminator, build_encoder, build_generator, default_model_config,
                                 describe, init_variables)
 from funetgan_jax.generator import Generator, generator_multipliers

@@ -12,8 +12,10 @@ import shutil
 import numpy as np
 import pytest
 
-from anomaly_core import output_folder, parallel, program
 from anomaly_core.data import load_split
+from anomaly_core.evaluation import output_folder
+from anomaly_core.program import program
+from anomaly_core.training import parallel
 from configs.gon_base import shrink_gon
 from configs.gon_quickstart import get_config
 from gon_jax import train as gon_train
@@ -152,7 +154,7 @@ def test_evaluation_problems_fail_before_training(tmp_path, case, message):
 
 def test_checkpoint_selection_best_latest_and_step(trained, tmp_path):
     config, workdir, _, images = trained
-    from anomaly_core.checkpointing import Checkpointer
+    from anomaly_core.training.checkpointing import Checkpointer
 
     ckpt = Checkpointer(workdir)
     steps = ckpt.all_steps()
@@ -181,7 +183,7 @@ def test_checkpoint_selection_best_latest_and_step(trained, tmp_path):
 
 
 def test_python_api_scores_equal_the_evaluation_scores(trained):
-    from anomaly_core import api
+    from anomaly_core.serving import api
 
     config, workdir, root, _ = trained
     program.evaluate(gon_train.METHOD, config, workdir)
@@ -219,7 +221,7 @@ def test_stablehlo_export_reproduces_the_scores_in_a_process_with_only_jax(train
     import subprocess
     import sys
 
-    from anomaly_core import api, export
+    from anomaly_core.serving import api, export
 
     config, workdir, _, images_dir = trained
     out = export.export_run(workdir, None, str(tmp_path / "export"))
@@ -248,7 +250,7 @@ def test_stablehlo_export_reproduces_the_scores_in_a_process_with_only_jax(train
 
 
 def test_predict_output_a_person_can_act_on(trained, tmp_path, monkeypatch):
-    from anomaly_core import evaluation, visualise
+    from anomaly_core.evaluation import evaluation, visualise
 
     config, workdir, root, images = trained
     program.evaluate(gon_train.METHOD, config, workdir)
@@ -351,7 +353,7 @@ def _tree_bytes(folder: str) -> dict[str, bytes]:
 def test_value_range_override_at_evaluation_is_refused_naming_both_values(trained, tmp_path):
     """Issue 29, item 4: a network trained on one value range scored on another gives wrong
     scores without any error; the override (or config.json edited) is refused, eval/ kept."""
-    from anomaly_core import run_config
+    from anomaly_core.program import run_config
 
     config, workdir, _, _ = trained
     lo, hi = config.data.value_range
@@ -385,8 +387,8 @@ def test_value_range_override_at_evaluation_is_refused_naming_both_values(traine
 
 def test_checkpoint_of_another_width_is_named_as_not_fitting_never_unreadable(trained, tmp_path, caplog):
     """Issue 29, item 9: config.json edited to another width; every checkpoint is readable."""
-    from anomaly_core import run_config
-    from anomaly_core.checkpointing import Checkpointer
+    from anomaly_core.program import run_config
+    from anomaly_core.training.checkpointing import Checkpointer
 
     config, workdir, _, _ = trained
     copy = _copy_run(workdir, str(tmp_path / "run"), model__ngf=8)

@@ -105,7 +105,7 @@ def mask_outcome(case) -> str:
 
 
 def checkpoint_outcome(case) -> str:
-    from anomaly_core.torch_import import TorchImportError, load_torch_checkpoint
+    from anomaly_core.interop.torch_import import TorchImportError, load_torch_checkpoint
 
     try:
         state = load_torch_checkpoint(case.path)
@@ -201,7 +201,8 @@ def test_bad_config_file_is_one_line(launcher, tmp_path, config, code, message):
 def test_no_training_step_in_all_is_refused_by_name():
     """Issue 29, item 5: f-UNetGAN with both stages at 0 steps would evaluate the untrained
     initialisation as 'checkpoint step 0'."""
-    from anomaly_core import program, settings
+    from anomaly_core import settings
+    from anomaly_core.program import program
     from configs.quickstart import get_config
     from funetgan_jax import train as ft
 

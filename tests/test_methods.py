@@ -1,11 +1,11 @@
-"""anomaly_core/methods.py: config.method -> the Method its package registers."""
+"""anomaly_core/program/methods.py: config.method -> the Method its package registers."""
 from __future__ import annotations
 
 from importlib import metadata
 
 import pytest
 
-from anomaly_core import methods, program
+from anomaly_core.program import methods, program
 
 
 def test_both_methods_are_registered_and_load():

@@ -8,8 +8,7 @@ import pytest
 import scipy.ndimage
 from sklearn import metrics as skm
 
-from anomaly_core import metrics
-from anomaly_core import thresholds
+from anomaly_core.evaluation import metrics, thresholds
 
 
 def _brute_auroc(scores, labels):

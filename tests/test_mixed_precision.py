@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anomaly_core.precision import compute_dtype
-from anomaly_core.program import init_key
+from anomaly_core.networks.precision import compute_dtype
+from anomaly_core.program.program import init_key
 from configs.funetgan_base import base_config, shrink
 from configs.gon_base import base_config as gon_base_config, shrink_gon
 from funetgan_jax import losses

@@ -1,4 +1,4 @@
-"""Output folders (`anomaly_core.output_folder`) through `evaluation.predict`: a prediction
+"""Output folders (`anomaly_core.evaluation.output_folder`) through `evaluation.predict`: a prediction
 never deletes or replaces a user's files inside or beside its --output, and two predictions
 into one folder at once do not break each other."""
 from __future__ import annotations
@@ -14,8 +14,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from anomaly_core import evaluation, output_folder, parallel
-from anomaly_core.checkpointing import CheckpointError
+from anomaly_core.evaluation import evaluation, output_folder
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import CheckpointError
 from tests.data_fixtures import make_tree, mean_score_fn, noise_image, tiny_config, write_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -22,7 +22,7 @@ SHARDED_VS_SINGLE = textwrap.dedent(
     # comparison isolates what sharding could break (global BatchNorm statistics, the
     # per-example penalties and Mixup pairing, replicated parameter updates).
     jax.config.update("jax_enable_x64", True)
-    from anomaly_core import parallel
+    from anomaly_core.training import parallel
     from configs.mvtec_bottle import get_config
     from funetgan_jax import train_state as fstate
     from funetgan_jax import updates as fupdates

@@ -1,7 +1,7 @@
 """Numerical parity of the f-UNetGAN networks, losses and optimiser with the PyTorch mirror.
 
 The PyTorch side is funetgan_jax/torch_reference.py plus the loss formulas of docs/METHODS.md
-1.5/1.6 written out below; weights go PyTorch -> Flax through anomaly_core.torch_import with
+1.5/1.6 written out below; weights go PyTorch -> Flax through anomaly_core.interop.torch_import with
 funetgan_jax/torch_names.py's name maps.
 Tolerances and why they are what they are: tests/parity_helpers.py (forward outputs within
 1e-5 of the output scale; gradients as accurate as PyTorch's own float32 ones, measured
@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from anomaly_core.torch_import import torch_to_flax
+from anomaly_core.interop.torch_import import torch_to_flax
 from funetgan_jax import losses, mixing
 from funetgan_jax.cbam import CBAM
 from funetgan_jax.build import (build_discriminator, build_encoder, build_generator, default_model_config,

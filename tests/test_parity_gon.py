@@ -1,7 +1,7 @@
 """Numerical parity of the GON networks, the GON step and the CAE with the PyTorch mirror.
 
 The PyTorch side is gon_jax/torch_reference.py (the notebooks' and cwkx/GON's code);
-weights go PyTorch -> Flax through anomaly_core.torch_import with gon_jax/torch_names.py's
+weights go PyTorch -> Flax through anomaly_core.interop.torch_import with gon_jax/torch_names.py's
 name maps, models are built from config.model on both sides. Tolerances:
 tests/parity_helpers.py (forward outputs within 1e-5 of the output scale; gradients as
 accurate as PyTorch's own float32 ones, measured against float64). The conv GON step is also
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anomaly_core.torch_import import torch_to_flax
+from anomaly_core.interop.torch_import import torch_to_flax
 from gon_jax import build, origin
 from gon_jax.layers import ConvDecoder
 from gon_jax.variants import variant

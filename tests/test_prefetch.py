@@ -10,11 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from anomaly_core import parallel
-from anomaly_core.event_writer import EventWriter
-from anomaly_core.checkpointing import Checkpointer
-from anomaly_core.prefetch import global_step_batch, prefetch_to_device
-from anomaly_core.train_loop import LoopConfig, Stage, train
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import Checkpointer
+from anomaly_core.training.event_writer import EventWriter
+from anomaly_core.training.prefetch import global_step_batch, prefetch_to_device
+from anomaly_core.training.train_loop import LoopConfig, Stage, train
 
 
 class Source:

@@ -75,7 +75,7 @@ def test_rerun_never_resumes_or_deletes_an_existing_run(tmp_path):
 
 
 def test_timing_file_is_the_one_evaluation_writes():
-    from anomaly_core import evaluation
+    from anomaly_core.evaluation import evaluation
 
     assert real_data.TIMING_FILE == evaluation.TIMING_FILE
 

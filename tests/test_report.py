@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomaly_core import metrics, report, visualise
+from anomaly_core.evaluation import metrics, report, visualise
 
 
 @dataclasses.dataclass
@@ -176,7 +176,7 @@ def test_panel_value_ranges_and_channels_render_identically():
 
 
 def test_image_grid_layout_and_value_ranges():
-    from anomaly_core import visualise
+    from anomaly_core.evaluation import visualise
 
     images = np.zeros((5, 4, 3, 1), np.float32)
     images[2] = 1.0  # third tile white
@@ -194,7 +194,7 @@ def test_image_grid_layout_and_value_ranges():
 
 
 def test_output_names_from_input_names_are_bounded_and_distinct():
-    from anomaly_core.report import NAME_LIMIT, _safe_name, output_stem
+    from anomaly_core.evaluation.report import NAME_LIMIT, _safe_name, output_stem
 
     long_a, long_b = "a" * 240 + "1.png", "a" * 240 + "2.png"
     stem_a, stem_b = output_stem(3, f"/data/{long_a}"), output_stem(3, f"/data/{long_b}")

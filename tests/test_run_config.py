@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from anomaly_core import run_config
+from anomaly_core.program import run_config
 from tools import fault_drill
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +107,8 @@ def test_eval_and_predict_need_no_config_and_refuse_a_changed_width(launcher, tm
 @pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                                         if not p.endswith(("__init__.py", "common.py", "_base.py"))))
 def test_every_setting_of_every_config_has_a_meaning(path):
-    from anomaly_core import config_docs, methods
+    from anomaly_core.program import methods
+    from anomaly_core.run import config_docs
 
     config = _load(path)
     lines = config_docs.describe(config, methods.for_config(config).settings_files).splitlines()

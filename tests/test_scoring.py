@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from anomaly_core import smoothing
+from anomaly_core.networks import smoothing
 from funetgan_jax import scoring
 
 

@@ -9,7 +9,8 @@ import re
 import ml_collections
 import pytest
 
-from anomaly_core import methods, program, settings
+from anomaly_core import settings
+from anomaly_core.program import methods, program
 from configs.gon_quickstart import get_config as gon_config
 from configs.quickstart import get_config as funetgan_config
 

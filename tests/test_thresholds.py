@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anomaly_core import thresholds
+from anomaly_core.evaluation import thresholds
 
 
 def test_mean_std_threshold_uses_population_std():

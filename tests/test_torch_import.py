@@ -1,4 +1,4 @@
-"""anomaly_core.torch_import with the methods' name maps (funetgan_jax/torch_names.py,
+"""anomaly_core.interop.torch_import with the methods' name maps (funetgan_jax/torch_names.py,
 gon_jax/torch_names.py) and the convert_checkpoint command: layouts, both directions, error
 messages, safe loading. Only tiny networks; the one XLA program is a tiny forward."""
 
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from anomaly_core import convert_checkpoint
-from anomaly_core.torch_import import TorchImportError, flax_to_torch, load_torch_checkpoint, torch_to_flax
+from anomaly_core.interop import convert_checkpoint
+from anomaly_core.interop.torch_import import TorchImportError, flax_to_torch, load_torch_checkpoint, torch_to_flax
 from funetgan_jax import build as funetgan_build
 from funetgan_jax import torch_names as funetgan_names
 from gon_jax import build as gon_build
@@ -419,7 +419,7 @@ def test_convert_command(tmp_path):
     pth, out = str(tmp_path / "encoder.pth"), str(tmp_path / "orbax")
     torch.save(tm.state_dict(), pth)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    run = subprocess.run([sys.executable, "-m", "anomaly_core.convert_checkpoint", "--config=configs/quickstart.py",
+    run = subprocess.run([sys.executable, "-m", "anomaly_core.interop.convert_checkpoint", "--config=configs/quickstart.py",
                           f"--pth={pth}", "--network=encoder", f"--out={out}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -457,7 +457,7 @@ def test_convert_command_round_trip_through_a_run_folder(tmp_path):
         torch.save({f"module.{k}": v for k, v in tm.state_dict().items()}, files[-1])  # DataParallel's prefix
     run_dir = str(tmp_path / "run")
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    run = subprocess.run([sys.executable, "-m", "anomaly_core.convert_checkpoint", "--config=configs/quickstart.py",
+    run = subprocess.run([sys.executable, "-m", "anomaly_core.interop.convert_checkpoint", "--config=configs/quickstart.py",
                           f"--pth={','.join(files)}", "--network=all", f"--workdir={run_dir}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -472,7 +472,7 @@ def test_convert_command_round_trip_through_a_run_folder(tmp_path):
         differ = [k for k, v in want.items() if not torch.equal(got[k], v)]
         assert all(k.endswith("num_batches_tracked") for k in differ), differ
 
-    run = subprocess.run([sys.executable, "-m", "anomaly_core.convert_checkpoint", "--config=configs/quickstart.py",
+    run = subprocess.run([sys.executable, "-m", "anomaly_core.interop.convert_checkpoint", "--config=configs/quickstart.py",
                           f"--pth={files[0]}", "--network=generator", f"--workdir={tmp_path / 'other'}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "needs the whole f-UNetGAN: --network=all" in run.stderr
@@ -502,7 +502,7 @@ def test_convert_command_round_trip_through_a_gon_run_folder(tmp_path):
 
 
 def test_convert_command_help():
-    run = subprocess.run([sys.executable, "-m", "anomaly_core.convert_checkpoint", "--help"], cwd=REPO,
+    run = subprocess.run([sys.executable, "-m", "anomaly_core.interop.convert_checkpoint", "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and not run.stderr, run.stderr  # absl's --help exits with status 1
     for text in ("--config", "--pth", "--network", "--out", "--workdir", "--reverse", "--torch_format", "--pth_key",

@@ -1,4 +1,4 @@
-"""anomaly_core/torch_layers.py: BatchNorm against torch.nn.BatchNorm2d, the default
+"""anomaly_core/networks/torch_layers.py: BatchNorm against torch.nn.BatchNorm2d, the default
 initialisers against torch's, check_choice's message.
 
 Eager and tiny: nothing here is jitted, and the initialisers draw with an 'rbg' key
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from anomaly_core.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init, uniform_init
+from anomaly_core.networks.torch_layers import BatchNorm, check_choice, torch_bias_init, torch_kernel_init, uniform_init
 
 
 def to_nhwc(t) -> np.ndarray:

@@ -14,10 +14,10 @@ import numpy as np
 import optax
 import pytest
 
-from anomaly_core import parallel
-from anomaly_core.event_writer import EventWriter
-from anomaly_core.checkpointing import Checkpointer, CheckpointError, check_workdir_writable
-from anomaly_core.train_loop import LoopConfig, Preempted, Stage, TrainingDiverged, compile_ahead, train
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import Checkpointer, CheckpointError, check_workdir_writable
+from anomaly_core.training.event_writer import EventWriter
+from anomaly_core.training.train_loop import LoopConfig, Preempted, Stage, TrainingDiverged, compile_ahead, train
 from tests.data_fixtures import flip_byte_in_largest_file
 
 
@@ -183,7 +183,7 @@ def test_a_failed_or_unfitting_compilation_ahead_falls_back_to_the_jit(tmp_path,
 
 
 def test_compiling_ahead_tells_whether_a_compilation_still_runs():
-    from anomaly_core import train_loop
+    from anomaly_core.training import train_loop
 
     running = Future()
     train_loop._AHEAD.add(running)
@@ -308,7 +308,7 @@ def test_checkpoint_without_digests_restores_with_a_warning(tmp_path, caplog):
 
 
 def test_state_digests_name_every_leaf_and_see_one_bit():
-    from anomaly_core.checkpointing import state_digests
+    from anomaly_core.training.checkpointing import state_digests
 
     tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.zeros(2, np.int32)],
             "k": jax.random.key(0)}

@@ -11,7 +11,8 @@ import ml_collections
 import pytest
 
 from anomaly_core import data as data_lib
-from anomaly_core import baseline, evaluation, parallel
+from anomaly_core.evaluation import baseline, evaluation
+from anomaly_core.training import parallel
 from tests.data_fixtures import make_tree, mean_score_fn, tiny_config
 
 

@@ -1,12 +1,12 @@
-"""anomaly_core.workdir_lock: one process per workdir."""
+"""anomaly_core.training.workdir_lock: one process per workdir."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from anomaly_core import workdir_lock
-from anomaly_core.checkpointing import CheckpointError
+from anomaly_core.training import workdir_lock
+from anomaly_core.training.checkpointing import CheckpointError
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
@@ -14,7 +14,7 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
     with workdir_lock.hold(workdir) as path:
         assert open(path).read().strip() == str(os.getpid())
         # Another process: flock conflicts between processes (and between descriptions in one).
-        code = ("import sys\nfrom anomaly_core import workdir_lock\n"
+        code = ("import sys\nfrom anomaly_core.training import workdir_lock\n"
                 f"try:\n    with workdir_lock.hold({workdir!r}):\n        sys.exit(0)\n"
                 "except Exception as e:\n    print(e)\n    sys.exit(2)\n")
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

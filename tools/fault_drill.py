@@ -51,7 +51,7 @@ _RETRIES = 3  # reruns a kill is passed on to when the run ends before its kill 
 FELL_BACK = re.compile(r"checkpoint step (\d+) in \S+ is unreadable")
 _PRELOAD = ["absl.app", "ml_collections", "numpy", "jax", "flax.linen", "optax", "grain",
             "orbax.checkpoint", "tensorboardX", "sklearn.datasets", "matplotlib.pyplot",
-            "anomaly_core.run", "anomaly_core.program", "gon_jax.train", "funetgan_jax.train"]
+            "anomaly_core.run.run", "anomaly_core.program.program", "gon_jax.train", "funetgan_jax.train"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -194,8 +194,9 @@ def restore_checkpoint(config_args: Sequence[str], workdir: str, step: int | Non
     of `workdir` (or of `step`), restored into the method's state shapes as launch.py would."""
     import jax
 
-    from anomaly_core import methods, parallel, program
-    from anomaly_core.checkpointing import Checkpointer
+    from anomaly_core.program import methods, program
+    from anomaly_core.training import parallel
+    from anomaly_core.training.checkpointing import Checkpointer
 
     config = load_config(config_args)
     mesh = parallel.make_mesh()

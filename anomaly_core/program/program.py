@@ -16,9 +16,13 @@ import jax
 import numpy as np
 
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation, parallel, precision, run_config, settings, visualise
-from anomaly_core.checkpointing import Checkpointer, CheckpointError, CheckpointUnusable
-from anomaly_core.train_loop import LoopConfig, Stage, compile_ahead, make_writer, train
+from anomaly_core import settings
+from anomaly_core.evaluation import evaluation, visualise
+from anomaly_core.networks import precision
+from anomaly_core.program import run_config
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import Checkpointer, CheckpointError, CheckpointUnusable
+from anomaly_core.training.train_loop import LoopConfig, Stage, compile_ahead, make_writer, train
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +477,7 @@ def _close(writer) -> None:
 
 def write_config(workdir: str, config) -> None:
     """`<workdir>/config.json`: the settings the run was made with (process 0 writes it;
-    eval and predict read it back, anomaly_core.run_config)."""
+    eval and predict read it back, anomaly_core.program.run_config)."""
     if jax.process_index() == 0:
         run_config.write(workdir, config)
 
@@ -566,7 +570,7 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
 def predict(method: Method, config, workdir: str, input_dir: str, output: str | None = None) -> str:
     """Scores the images in `input_dir` with the run's selected checkpoint (through the same
     `api.Detector` a Python user loads); writes `<workdir>/predict/`."""
-    from anomaly_core import api  # api builds on this module
+    from anomaly_core.serving import api  # api builds on this module
 
     detector = api.Detector(workdir, config=config)
     if detector.method.name != method.name:

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from anomaly_core import metrics as metrics_lib
-from anomaly_core import visualise
+from anomaly_core.evaluation import metrics as metrics_lib
+from anomaly_core.evaluation import visualise
 
 __all__ = ["Evaluation", "write_evaluation", "select_panels", "to_json", "write_atomically"]
 

@@ -2,7 +2,7 @@
 
 `prefetch_to_device` is flax's `jax_utils.prefetch_to_device` for this project's batches: a
 background thread takes process-local numpy batches from the data iterator, stacks the k
-batches a step consumes, builds the global `jax.Array`s (`anomaly_core.parallel.global_batch`,
+batches a step consumes, builds the global `jax.Array`s (`anomaly_core.training.parallel.global_batch`,
 batch axis sharded over the mesh) and keeps up to `size` of them queued, so host-side loading
 and the transfer overlap the running step instead of preceding it.
 
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from anomaly_core import parallel
+from anomaly_core.training import parallel
 
 _DONE = object()
 

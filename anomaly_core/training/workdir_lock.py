@@ -13,7 +13,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 
-from anomaly_core.checkpointing import CheckpointError
+from anomaly_core.training.checkpointing import CheckpointError
 
 LOCK_NAME = ".lock"
 

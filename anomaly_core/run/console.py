@@ -13,7 +13,7 @@ import sys
 
 from absl import logging as absl_logging
 
-from anomaly_core.event_writer import SCALAR_LOG
+from anomaly_core.training.event_writer import SCALAR_LOG
 
 
 class _Compact(logging.Formatter):

@@ -25,8 +25,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from anomaly_core import data as data_lib
-from anomaly_core import metrics as metrics_lib
-from anomaly_core import baseline, output_folder, parallel, report, settings, visualise
+from anomaly_core import settings
+from anomaly_core.evaluation import metrics as metrics_lib
+from anomaly_core.evaluation import baseline, output_folder, report, visualise
+from anomaly_core.training import parallel
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ EVAL_FOLDER = "eval"  # <workdir>/eval/: metrics.json, scores.csv, panels/, curv
 def eval_rules() -> list[settings.Rule]:
     """The constraints of the shared `config.eval` settings (a method's own, e.g. image_score,
     are in its `Method.settings`)."""
-    from anomaly_core.thresholds import RULES
+    from anomaly_core.evaluation.thresholds import RULES
 
     return [
         settings.integer("config.eval.batch_size", 1),

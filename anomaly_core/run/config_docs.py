@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Files that define the shared settings, the defaults first (their comments say what a setting
 # means; the experiment configs' comments say why they chose a value), and, for functions that
 # build one section, which section that is. Each method adds its own (Method.settings_files).

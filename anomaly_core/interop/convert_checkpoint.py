@@ -1,21 +1,21 @@
 """Converts PyTorch state_dicts to this project's checkpoints and back.
 
 One network, PyTorch file <-> Orbax folder of its Flax variables:
-  python -m anomaly_core.convert_checkpoint --config=configs/mvtec_bottle.py \\
+  python -m anomaly_core.interop.convert_checkpoint --config=configs/mvtec_bottle.py \\
       --pth=G.pth --network=generator --out=converted/generator
-  python -m anomaly_core.convert_checkpoint --config=configs/gon_mvtec.py \\
+  python -m anomaly_core.interop.convert_checkpoint --config=configs/gon_mvtec.py \\
       --pth=gon.pth --network=gon --out=converted/gon
 A whole run, one PyTorch file per network of the method's run (f-UNetGAN: generator,
 discriminator, encoder, in that order; GON: its one model) <-> a run folder that launch.py
 evaluates and predicts with:
-  python -m anomaly_core.convert_checkpoint --config=configs/mvtec_bottle.py \\
+  python -m anomaly_core.interop.convert_checkpoint --config=configs/mvtec_bottle.py \\
       --pth=G.pth,D.pth,E-500.pth --network=all --workdir=runs/original_bottle
   python launch.py --config=configs/mvtec_bottle.py --workdir=runs/original_bottle --mode=eval
 --reverse exports: from --out, or from the newest (or --step) checkpoint of a launch.py run
 in --workdir (--network=all writes one file per network of the run, a single network one),
 to --pth.
 
-The method is config.method's (anomaly_core.methods); it hands its networks to this command
+The method is config.method's (anomaly_core.program.methods); it hands its networks to this command
 as `Method.torch` (a torch_import.TorchNetworks: funetgan_jax/torch_names.py,
 gon_jax/torch_networks.py), which names the --network values it accepts and holds their
 PyTorch name maps. Run from the repository root (configs/ is imported from there). The
@@ -34,7 +34,7 @@ does not fit the configured network exits with status 2 and lists its missing ke
 unexpected keys and wrong shapes, and names the format found and the one expected. Nothing
 existing is overwritten without --force (and never a run folder that holds checkpoints).
 Needs the `torch` extra (pip install -e .[torch]). In Python:
-anomaly_core.torch_import.load_torch_checkpoint / torch_to_flax / flax_to_torch, with the
+anomaly_core.interop.torch_import.load_torch_checkpoint / torch_to_flax / flax_to_torch, with the
 network's name map (e.g. funetgan_jax.torch_names.GENERATOR).
 """
 
@@ -47,10 +47,10 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from anomaly_core import methods
-from anomaly_core.checkpointing import CheckpointError
-from anomaly_core.torch_import import (TorchImportError, TorchNetworks, flax_to_torch, load_torch_checkpoint,
-                                       spectral_norm_of, torch_to_flax, with_spectral_norm)
+from anomaly_core.program import methods
+from anomaly_core.training.checkpointing import CheckpointError
+from anomaly_core.interop.torch_import import (TorchImportError, TorchNetworks, flax_to_torch, load_torch_checkpoint,
+                                               spectral_norm_of, torch_to_flax, with_spectral_norm)
 
 ALL = "all"  # --network: every network of a whole run (TorchNetworks.whole_run)
 TORCH_FORMATS = {"original": "biggan", "torch": "torch"}  # --torch_format -> spectral-norm format (FORMATS)
@@ -204,7 +204,8 @@ def export(config: Any, network: str, out: str, pth: str, *, force: bool = False
 
 def _restore_run(config: Any, workdir: str, step: int | None) -> tuple[int, dict]:
     """(step, train state) of a launch.py run: its newest checkpoint, or `step`."""
-    from anomaly_core import parallel, program
+    from anomaly_core.program import program
+    from anomaly_core.training import parallel
 
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(f"--workdir={workdir} has no checkpoints folder: not a launch.py run (or not trained)")
@@ -249,7 +250,8 @@ def _write_run(config: Any, found: TorchNetworks, imported: dict[str, Any], work
     import jax
 
     from anomaly_core import data as data_lib
-    from anomaly_core import parallel, program
+    from anomaly_core.program import program
+    from anomaly_core.training import parallel
 
     method = methods.for_config(config)
     mesh = parallel.make_mesh()
@@ -295,7 +297,7 @@ def main(argv: list[str], flag_holders: dict[str, Any]) -> int:
     pths, network = value["pth"], value["network"]
     try:
         if value["workdir"] and value["reverse"]:
-            from anomaly_core import run_config
+            from anomaly_core.program import run_config
 
             # The run's own settings (config.json), as --mode=eval reads them.
             config = run_config.for_inference(value["workdir"], value["config"],

@@ -1,6 +1,6 @@
 """Dispatch of launch.py's modes to a method package, with user-facing error handling.
 
-Each mode calls the shared program (`anomaly_core.program`) with the method's `Method`. Train, eval and predict hold the workdir's lock (`workdir_lock`). Errors a user can fix (a
+Each mode calls the shared program (`anomaly_core.program.program`) with the method's `Method`. Train, eval and predict hold the workdir's lock (`workdir_lock`). Errors a user can fix (a
 bad setting, a missing dataset, a workdir in use or trained with other settings, divergence,
 preemption) end with one clear message and a non-zero exit code rather than a traceback.
 """
@@ -15,9 +15,11 @@ import threading
 import time
 from typing import NoReturn
 
-from anomaly_core import console, program, workdir_lock
-from anomaly_core.checkpointing import CheckpointError, check_workdir_writable
-from anomaly_core.train_loop import Preempted, TrainingDiverged, compiling_ahead
+from anomaly_core.program import program
+from anomaly_core.run import console
+from anomaly_core.training import workdir_lock
+from anomaly_core.training.checkpointing import CheckpointError, check_workdir_writable
+from anomaly_core.training.train_loop import Preempted, TrainingDiverged, compiling_ahead
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ def _run_mode(method: program.Method, config, mode: str, workdir: str | None, in
             elif mode == "predict":
                 print(f"predictions written to {program.predict(method, config, workdir, input_dir, output)}")
             elif mode == "export":
-                from anomaly_core import export
+                from anomaly_core.serving import export
 
                 print(f"exported to {export.export_run(workdir, config)}")
         return 0

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from anomaly_core import parallel
-from anomaly_core.checkpointing import Checkpointer, abstract_like
-from anomaly_core.event_writer import EventWriter
-from anomaly_core.prefetch import global_step_batch, prefetch_to_device
-from anomaly_core.progress import Progress
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import Checkpointer, abstract_like
+from anomaly_core.training.event_writer import EventWriter
+from anomaly_core.training.prefetch import global_step_batch, prefetch_to_device
+from anomaly_core.training.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from anomaly_core import api, output_folder
-from anomaly_core.report import write_atomically
+from anomaly_core.evaluation import output_folder
+from anomaly_core.evaluation.report import write_atomically
+from anomaly_core.serving import api
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import numpy as np
 from scipy import ndimage
 
 from anomaly_core import data as data_lib
-from anomaly_core import metrics as metrics_lib
-from anomaly_core.smoothing import GAUSSIAN_TRUNCATE
+from anomaly_core.evaluation import metrics as metrics_lib
+from anomaly_core.networks.smoothing import GAUSSIAN_TRUNCATE
 
 
 

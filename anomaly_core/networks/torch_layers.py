@@ -13,7 +13,7 @@ fan_in = prod(shape[:-1]) in every layout used here:
                                                -> kh * kw * out, PyTorch's fan_in for ConvTranspose2d.
 
 Variable names follow flax.linen.BatchNorm (params scale, bias; batch_stats mean, var):
-anomaly_core/torch_import.py maps PyTorch checkpoints onto them.
+anomaly_core/interop/torch_import.py maps PyTorch checkpoints onto them.
 """
 
 import math
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core import settings
-from anomaly_core.precision import at_least_f32
+from anomaly_core.networks.precision import at_least_f32
 
 Array = jax.Array
 Initializer = Callable[..., Array]

@@ -20,7 +20,7 @@ def registered() -> dict[str, metadata.EntryPoint]:
 
 def load(name: Any):
     """The `program.Method` registered as `name`; ValueError naming config.method otherwise."""
-    from anomaly_core.program import Method
+    from anomaly_core.program.program import Method
 
     found = registered()
     if not found:

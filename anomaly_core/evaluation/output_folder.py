@@ -30,7 +30,7 @@ import shutil
 import time
 from collections.abc import Iterator
 
-from anomaly_core import workdir_lock
+from anomaly_core.training import workdir_lock
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Use a trained run from Python: load a workdir, score images.
 
-    from anomaly_core import api
+    from anomaly_core.serving import api
 
     detector = api.load("runs/quickstart")            # its own config.json, checkpoint 'best'
     result = detector.score("path/to/images")          # a folder, a file, a list of files,
@@ -24,8 +24,10 @@ import jax
 import numpy as np
 
 from anomaly_core import data as data_lib
-from anomaly_core import evaluation, methods, parallel, program, run_config
 from anomaly_core.data.records import UNKNOWN, Record, Split
+from anomaly_core.evaluation import evaluation
+from anomaly_core.program import methods, program, run_config
+from anomaly_core.training import parallel
 
 
 @dataclasses.dataclass

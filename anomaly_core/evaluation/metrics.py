@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from anomaly_core.thresholds import (
+from anomaly_core.evaluation.thresholds import (
     as_binary_labels,
     as_finite_scores,
     f1_from_sweep,

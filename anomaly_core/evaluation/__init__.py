@@ -1,0 +1,2 @@
+"""Evaluation: scoring whole splits, metrics, thresholds, the no-learning baseline, the report files
+and pictures, output folders swapped in whole."""

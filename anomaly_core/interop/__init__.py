@@ -1,0 +1,1 @@
+"""PyTorch checkpoints: the state_dict <-> Flax conversion and the converter command."""

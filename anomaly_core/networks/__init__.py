@@ -1,0 +1,2 @@
+"""Pieces the methods' networks share: PyTorch-semantics layers, mixed precision, map smoothing,
+parameter tables."""

@@ -1,0 +1,1 @@
+"""The command: a mode -> the program, the console, `--mode=config`."""

@@ -1,0 +1,1 @@
+"""A trained run used: the Python API, predict, export."""
