@@ -3,7 +3,7 @@
 A `Rule` names a setting by its dotted name (`config.train.batch_size`), says what is
 allowed, and tests a value. The shared program declares the rules of the settings every
 method has (`config.data`, `config.train`, `config.eval`, ...); each method package declares
-its own (`program.Method.settings`). `check` raises `SettingError` for the first setting at
+its own (`method.Method.settings`). `check` raises `SettingError` for the first setting at
 fault, always in one style:
 
   config.train.n_critic must be an integer >= 1, got 0

@@ -13,7 +13,7 @@ score does not depend on the trained values):
   GON gradient-encoded: configs/gon_quickstart.py:texture (conv GON ngf 16, BatchNorm 'context':
       each image encoded inside a batch with the B_train - 1 = 15 saved training images);
   CAE: configs/gon_quickstart.py:texture_cae.
-Every mode is scored through `anomaly_core.program.program._jit_score`, the function evaluation and
+Every mode is scored through `anomaly_core.program.program.jit_score`, the function evaluation and
 `api.Detector` call (on a CPU the refined mode is its `host_score`: jitted pieces Python calls
 in turn). The first call's time includes compilation and is listed apart; the timed calls
 follow `--warmup` untimed ones and block on the scores.
@@ -98,7 +98,7 @@ def score_callable(config) -> tuple[Callable[[Any], Any], Any, Any]:
     method = methods.for_config(config)
     mesh = parallel.make_mesh()
     state = parallel.replicate(_state(config), mesh)
-    score = program._jit_score(method, config, mesh)
+    score = program.jit_score(method, config, mesh)
     return (lambda batch: score(state, batch)), state, mesh
 
 
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> str:
                ("first_call_1_s", "first call s, batch 1 (compile incl.)"),
                ("first_call_batch_s", "first call s, batched (compile incl.)")]
     notes = [
-        "Each mode through anomaly_core.program.program._jit_score (what evaluation and api.Detector call), "
+        "Each mode through anomaly_core.program.program.jit_score (what evaluation and api.Detector call), "
         "random-initialised parameters at the config's widths; images/s = batch / median seconds per call.",
         "f-UNetGAN encoder-only: the quickstart with config.eval.refine_steps=0 (G(E(x)), residual map, "
         "smoothing, mean-map score; kappa 0 and critic weight 0, so no critic pass). Refined: the quickstart "

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core import settings
-from anomaly_core.program import program
+from anomaly_core.program.method import Method
 from anomaly_core.training.train_loop import Stage
 from funetgan_jax import losses
 from funetgan_jax.build import describe as describe_models
@@ -87,7 +87,7 @@ def stages(config) -> list[Stage]:
     ]
 
 
-METHOD = program.Method(
+METHOD = Method(
     name="funetgan",
     init_state=init_state,
     stages=stages,

@@ -19,7 +19,7 @@ import optax
 from anomaly_core import data as data_lib
 from anomaly_core import settings
 from anomaly_core.networks.smoothing import gaussian_smooth
-from anomaly_core.program import program
+from anomaly_core.program.method import Method
 from anomaly_core.training.train_loop import Stage
 from gon_jax.build import build_gon_model, describe as describe_model, init_variables, model_rules
 from gon_jax.losses import cae_mse_loss
@@ -159,7 +159,7 @@ def stages(config) -> list[Stage]:
     return [Stage(config.model.kind, config.train.steps, functools.partial(train_step, config))]
 
 
-METHOD = program.Method(
+METHOD = Method(
     name="gon",
     init_state=init_state,
     stages=stages,

@@ -1,4 +1,4 @@
-"""The shared core imports no method package: methods reach it through `program.Method`
+"""The shared core imports no method package: methods reach it through `method.Method`
 (entry points, anomaly_core/program/methods.py), never the other way round."""
 
 import ast

@@ -15,6 +15,7 @@ import pytest
 from anomaly_core.data import load_split
 from anomaly_core.evaluation import output_folder
 from anomaly_core.program import program
+from anomaly_core.serving import predict
 from anomaly_core.training import parallel
 from configs.gon_base import shrink_gon
 from configs.gon_quickstart import get_config
@@ -50,7 +51,7 @@ def test_checkpoint_holds_the_scoring_context(trained):
 
 def test_predict_scores_do_not_depend_on_the_training_folder(trained):
     config, workdir, root, images = trained
-    program.predict(gon_train.METHOD, config, workdir, images)
+    predict.predict(gon_train.METHOD, config, workdir, images)
     before = _scores(workdir)
     assert len(before) == 3
     # Every training image replaced by other noise: the context the training data would give changes.
@@ -64,10 +65,10 @@ def test_predict_scores_do_not_depend_on_the_training_folder(trained):
         assert not np.array_equal(gon_train.scoring_context(config, load_split(config.data, "train")),
                                   program.restore_for_inference(gon_train.METHOD, config, workdir,
                                                                 parallel.make_mesh())[0]["context"])
-        program.predict(gon_train.METHOD, config, workdir, images)
+        predict.predict(gon_train.METHOD, config, workdir, images)
         assert _scores(workdir) == before
         shutil.rmtree(train)  # and with the training images gone
-        program.predict(gon_train.METHOD, config, workdir, images)
+        predict.predict(gon_train.METHOD, config, workdir, images)
         assert _scores(workdir) == before
     finally:
         shutil.rmtree(train, ignore_errors=True)
@@ -76,7 +77,7 @@ def test_predict_scores_do_not_depend_on_the_training_folder(trained):
 
 def test_checkpoint_from_before_the_saved_context_takes_it_from_the_data(trained, tmp_path, caplog):
     config, workdir, _, images = trained
-    program.predict(gon_train.METHOD, config, workdir, images)
+    predict.predict(gon_train.METHOD, config, workdir, images)
     expected = _scores(workdir)
     legacy = str(tmp_path / "legacy")
     shutil.copytree(workdir, legacy)
@@ -95,7 +96,7 @@ def test_checkpoint_from_before_the_saved_context_takes_it_from_the_data(trained
     for key in ("state_keys", "digests", "settings"):
         meta.pop(key)
     json.dump(meta, open(meta_path, "w"))
-    program.predict(gon_train.METHOD, config, legacy, images)
+    predict.predict(gon_train.METHOD, config, legacy, images)
     assert "written before context was saved with it" in caplog.text
     assert _scores(legacy) == expected
 
@@ -259,7 +260,7 @@ def test_predict_output_a_person_can_act_on(trained, tmp_path, monkeypatch):
     real_panel = visualise.panel
     monkeypatch.setattr(visualise, "panel", lambda *a, **k: ranges.append(k["map_range"]) or real_panel(*a, **k))
     out = str(tmp_path / "predictions")
-    folder = program.predict(gon_train.METHOD, config, workdir, images, out)
+    folder = predict.predict(gon_train.METHOD, config, workdir, images, out)
     assert folder == out
     # One colour scale for every heatmap, with the pixel threshold at its middle.
     assert ranges and set(ranges) == {(0.0, 2 * pixel_thr)} == {evaluation.heatmap_range(pixel_thr)}
@@ -274,7 +275,7 @@ def test_predict_output_a_person_can_act_on(trained, tmp_path, monkeypatch):
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(os.path.join(images, sorted(os.listdir(images))[0]), one / "x.png")
-    program.predict(gon_train.METHOD, config, workdir, str(one), out)
+    predict.predict(gon_train.METHOD, config, workdir, str(one), out)
     assert len(list(csv.DictReader(open(os.path.join(out, "predictions.csv"))))) == 1
     assert sorted(os.listdir(out)) == [output_folder.MARKER, "00000_x_heatmap.png", "00000_x_mask.png",
                                        "predictions.csv"]
@@ -283,7 +284,7 @@ def test_predict_output_a_person_can_act_on(trained, tmp_path, monkeypatch):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
     with pytest.raises(ValueError, match="holds files this program did not write"):
-        program.predict(gon_train.METHOD, config, workdir, str(one), str(mine))
+        predict.predict(gon_train.METHOD, config, workdir, str(one), str(mine))
     assert (mine / "notes.txt").read_text() == "keep"
 
 
@@ -292,7 +293,7 @@ def test_non_square_inputs_are_named_in_a_warning(trained, tmp_path, caplog):
     folder = tmp_path / "wide"
     folder.mkdir()
     write_image(str(folder / "wide.png"), noise_image(np.random.default_rng(1), 28, 56))
-    program.predict(gon_train.METHOD, config, workdir, str(folder), str(tmp_path / "out"))
+    predict.predict(gon_train.METHOD, config, workdir, str(folder), str(tmp_path / "out"))
     assert "1 of 1 images are not square and were resized to 28x28" in caplog.text and "56x28" in caplog.text
 
 

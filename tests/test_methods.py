@@ -5,14 +5,15 @@ from importlib import metadata
 
 import pytest
 
-from anomaly_core.program import methods, program
+from anomaly_core.program import methods
+from anomaly_core.program.method import Method
 
 
 def test_both_methods_are_registered_and_load():
     assert set(methods.registered()) == {"funetgan", "gon"}
     for name in ("funetgan", "gon"):
         method = methods.load(name)
-        assert isinstance(method, program.Method) and method.name == name
+        assert isinstance(method, Method) and method.name == name
 
 
 def test_unknown_unregistered_and_wrong_entries_are_named(monkeypatch):
@@ -23,5 +24,5 @@ def test_unknown_unregistered_and_wrong_entries_are_named(monkeypatch):
         methods.load("gon")
     fake = metadata.EntryPoint(name="gon", value="anomaly_core.settings:Rule", group=methods.GROUP)
     monkeypatch.setattr(metadata, "entry_points", lambda group: [fake])
-    with pytest.raises(TypeError, match="anomaly_core.settings:Rule .* not a program.Method"):
+    with pytest.raises(TypeError, match="anomaly_core.settings:Rule .* not an anomaly_core.program.method.Method"):
         methods.load("gon")

@@ -256,7 +256,7 @@ def _write_run(config: Any, found: TorchNetworks, imported: dict[str, Any], work
     method = methods.for_config(config)
     mesh = parallel.make_mesh()
     # Optimiser states (and the rest) fresh; the splits are read only for filled state entries.
-    state = dict(program._init(method, config, mesh, data_lib.Splits(config.data)))
+    state = dict(program.fresh_state(method, config, mesh, data_lib.Splits(config.data)))
     for name, variables in imported.items():
         for key in found.state_keys(state, name):
             state[key] = variables

@@ -1,6 +1,6 @@
 """The method packages, found by `config.method` without the core importing any of them.
 
-Each method package registers its `program.Method` as an entry point of the group
+Each method package registers its `method.Method` as an entry point of the group
 `funetgan_gon_jax.methods` in pyproject.toml (name = config.method, value =
 `package.module:METHOD`); installing the project (pip install -e .) makes them visible.
 launch.py, the converter, the Python API and the tools all resolve a method here.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from importlib import metadata
 from typing import Any
+
+from anomaly_core.program.method import Method
 
 GROUP = "funetgan_gon_jax.methods"
 
@@ -19,9 +21,7 @@ def registered() -> dict[str, metadata.EntryPoint]:
 
 
 def load(name: Any):
-    """The `program.Method` registered as `name`; ValueError naming config.method otherwise."""
-    from anomaly_core.program.program import Method
-
+    """The `Method` registered as `name`; ValueError naming config.method otherwise."""
     found = registered()
     if not found:
         raise ValueError(f"no method package is registered (entry point group {GROUP!r}): install the project "
@@ -30,8 +30,8 @@ def load(name: Any):
         raise ValueError(f"config.method={name!r} is not one of {sorted(found)}")
     method = found[name].load()
     if not isinstance(method, Method):
-        raise TypeError(f"entry point {found[name].value} of {GROUP!r} is a {type(method).__name__}, not a "
-                        "program.Method")
+        raise TypeError(f"entry point {found[name].value} of {GROUP!r} is a {type(method).__name__}, not an "
+                        "anomaly_core.program.method.Method")
     return method
 
 

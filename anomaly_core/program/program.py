@@ -1,12 +1,11 @@
-"""The program every method runs: build, train (resuming), evaluate, predict.
+"""The program every method runs: build, train (resuming), evaluate, restore for inference.
 
-A method describes itself with a `Method`: how to initialise its state pytree, its training
+A method describes itself with a `Method` (method.py): how to initialise its state pytree, its training
 stages, and its score function. Everything else (mesh, data iterators, checkpoints,
 writers, evaluation outputs) is shared here, once.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -20,79 +19,12 @@ from anomaly_core import settings
 from anomaly_core.evaluation import evaluation, visualise
 from anomaly_core.networks import precision
 from anomaly_core.program import run_config
+from anomaly_core.program.method import Method, State
 from anomaly_core.training import parallel
 from anomaly_core.training.checkpointing import Checkpointer, CheckpointError, CheckpointUnusable
-from anomaly_core.training.train_loop import LoopConfig, Stage, compile_ahead, make_writer, train
+from anomaly_core.training.train_loop import LoopConfig, compile_ahead, make_writer, train
 
 log = logging.getLogger(__name__)
-
-State = Any
-Batch = Mapping[str, jax.Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    """What a method package provides to the shared program.
-
-    init_state(config, rng) -> state pytree (pure; jitted onto replicated shardings).
-    stages(config) -> training stages (their step functions are jitted by the loop).
-    score(config) -> fn(state, batch) -> {'image_score' (B,), 'anomaly_map' (B,H,W),
-      'reconstruction' (B,H,W,C)}.
-    validation(config) -> fn(state, batch) -> {metric: per-example values (B,)} or None;
-      averaged over the validation split when a checkpoint is saved, to keep the best.
-    """
-
-    name: str
-    init_state: Callable[[Any, jax.Array], State]
-    stages: Callable[[Any], list[Stage]]
-    score: Callable[[Any], Callable[[State, Batch], Mapping[str, jax.Array]]]
-    validation: Callable[[Any], Callable[[State, Batch], Mapping[str, jax.Array]] | None] = lambda c: None
-    # host_score(config, mesh) -> score's function built from jitted pieces that Python calls
-    # in turn, or None (the program jits `score`): for work this backend runs slower inside a
-    # compiled loop (f-UNetGAN's test-time refinement on CPU). Export always uses `score`.
-    host_score: Callable[[Any, Any], Callable[[State, Batch], Mapping[str, jax.Array]] | None] = lambda c, m: None
-    best_metric: str | None = None  # lower is better
-    validation_stage: str | None = None  # only checkpoints of this stage compete for "best"
-    # progress_images(config) -> fn(state, stage, images) -> {name: pictures (rows, columns, H, W, C)
-    # in the data's value range}, or None; `images` (N, H, W, C) are fixed validation images.
-    # Each result is written as a grid (TensorBoard and <workdir>/progress/<stage>_<step>_<name>.png).
-    progress_images: Callable[[Any], Callable[[State, str, jax.Array], Mapping[str, jax.Array]] | None] = (
-        lambda c: None)
-    # health_limits(config) -> ((metric, limit, meaning), ...): warned about when exceeded.
-    health_limits: Callable[[Any], tuple[tuple[str, float, str], ...]] = lambda c: ()
-    # recorded_settings(config) -> {dotted setting: JSON value}: the settings the saved state
-    # only fits (its structure or its meaning), recorded in every checkpoint's metadata and
-    # checked before it is restored.
-    recorded_settings: Callable[[Any], Mapping[str, Any]] = lambda c: {}
-    # {dotted setting: value} of the method's settings in runs saved before the setting existed:
-    # the recorded settings of checkpoints written before they were recorded (meta_checker), and
-    # the settings a <workdir>/config.json lacks (run_config; the shared ones: run_config.UNRECORDED_SETTINGS).
-    unrecorded_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # Settings every config of this method has (dotted names), checked at start-up so that a
-    # config of another method (or --config.method set wrongly) is one clear error.
-    required_settings: tuple[str, ...] = ()
-    example_config: str = ""  # a config file of this method, named in that error
-    # fill_state(config, state, train_split) -> state: sets the top-level state entries
-    # `filled_keys` (their init_state values are placeholders of the right shape) from the
-    # training split (a data.Split), e.g. GON's scoring context. They are saved with every
-    # checkpoint, so scoring a trained run never reads the training data again. A checkpoint written before they were saved gets
-    # them from the training data when restored, with a warning.
-    fill_state: Callable[[Any, State, Any], State] = lambda c, s, train: s
-    filled_keys: tuple[str, ...] = ()
-    # refill(config, state) -> bool: a restored state holds `filled_keys` but not what this
-    # config scores with (f-UNetGAN: map statistics its training did not gather); fill_state
-    # then computes them from the training data for this evaluation (the checkpoint is unchanged).
-    refill: Callable[[Any, State], bool] = lambda c, s: False
-    # (file, {function: config section}) of the files that define the method's settings, the
-    # defaults first: their comments are the settings' meanings in --mode=config (config_docs).
-    settings_files: tuple[tuple[str, Mapping[str, str]], ...] = ()
-    # describe(config) -> the networks' parameter tables (--mode=summary).
-    describe: Callable[[Any], str] = lambda c: ""
-    # settings(config) -> the constraints of the method's own settings (settings.Rule), checked
-    # with the shared ones by check_config.
-    settings: Callable[[Any], Sequence[Any]] = lambda c: ()
-    # How the PyTorch checkpoint converter reaches the method's networks (torch_import.TorchNetworks), or None.
-    torch: Any = None
 
 
 def checkpoint_meta(method: Method, config) -> dict[str, Any]:
@@ -262,8 +194,10 @@ def init_key(seed: int) -> jax.Array:
     return jax.random.key(seed, impl="unsafe_rbg")
 
 
-def _init(method: Method, config, mesh, splits: data_lib.Splits) -> State:
-    """The run's fresh state: init_state from the seed, then fill_state from the training split."""
+def fresh_state(method: Method, config, mesh, splits: data_lib.Splits) -> State:
+    """The run's fresh state, replicated over `mesh`: init_state from the seed, then
+    fill_state from the training split (what training starts from; the converter fills it
+    with imported networks)."""
     init = jax.jit(lambda rng: method.init_state(config, rng), out_shardings=parallel.replicated(mesh))
     state = init(init_key(config.seed))
     if method.filled_keys:
@@ -292,7 +226,10 @@ def abstract_state(method: Method, config, mesh) -> State:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
 
 
-def _jit_score(method: Method, config, mesh):
+def jit_score(method: Method, config, mesh) -> Callable[[State, Any], Any]:
+    """The score function evaluation and the API call: `fn(state, global batch)`, the
+    method's host_score where it has one, otherwise its score jitted over `mesh` (state
+    replicated, batch sharded)."""
     host = method.host_score(config, mesh)
     if host is not None:
         return host
@@ -427,7 +364,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
             # own program: on a 2-core CPU the quickstart starts training 20 s sooner.
             ahead = compile_ahead(stages, mesh, config.seed, abstract_state(method, config, mesh), train_iter,
                                   start=ckpt.latest_step() or 0)
-            state = _init(method, config, mesh, splits)
+            state = fresh_state(method, config, mesh, splits)
             image_fn = _progress_image_fn(method, config, workdir, mesh, writer, splits)
             state, _ = train(
                 state=state,
@@ -456,7 +393,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
             else:
                 state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits)
             log.info("evaluating checkpoint step %d (%s)", step, how)
-            score = _jit_score(method, config, mesh)
+            score = jit_score(method, config, mesh)
             results = evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, splits,
                                           writer=writer, step=step, checkpoint=how)
     finally:
@@ -558,22 +495,10 @@ def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
     preflight(method, config, mesh, splits)
     with jax.set_mesh(mesh):
         state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits)
-        score = _jit_score(method, config, mesh)
+        score = jit_score(method, config, mesh)
         writer = make_writer(workdir)
         try:
             return evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, splits, writer=writer,
                                        step=step, checkpoint=how)
         finally:
             _close(writer)
-
-
-def predict(method: Method, config, workdir: str, input_dir: str, output: str | None = None) -> str:
-    """Scores the images in `input_dir` with the run's selected checkpoint (through the same
-    `api.Detector` a Python user loads); writes `<workdir>/predict/`."""
-    from anomaly_core.serving import api  # api builds on this module
-
-    detector = api.Detector(workdir, config=config)
-    if detector.method.name != method.name:
-        raise ValueError(f"config.method={method.name!r} but the run in {workdir} is {detector.method.name!r}")
-    with jax.set_mesh(detector.mesh):
-        return evaluation.predict(detector.score_fn, detector.config, workdir, input_dir, detector.mesh, output)

@@ -19,6 +19,8 @@ from typing import Any
 import ml_collections
 
 from anomaly_core.data import augmentation
+from anomaly_core.evaluation.report import write_atomically
+from anomaly_core.program import methods
 
 CONFIG_FILE = "config.json"
 RUN_SECTIONS = ("seed", "method", "data", "model", "train")  # the run's; the rest is per use
@@ -53,8 +55,6 @@ def path(workdir: str) -> str:
 
 def write(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes `<workdir>/config.json` atomically (the caller is process 0)."""
-    from anomaly_core.evaluation.report import write_atomically
-
     os.makedirs(workdir, exist_ok=True)
     write_atomically(path(workdir), config.to_json_best_effort(indent=2).encode())
 
@@ -138,8 +138,6 @@ def _fill_unrecorded(saved: ml_collections.ConfigDict) -> None:
     """A config.json written before a setting existed gets the value the run then used
     (UNRECORDED_SETTINGS and `Method.unrecorded_settings`, e.g. f-UNetGAN's spectral norm
     'torch'), not the default of today's configs, which its checkpoints may not fit."""
-    from anomaly_core.program import methods
-
     try:
         unrecorded = {**UNRECORDED_SETTINGS, **methods.for_config(saved).unrecorded_settings}
     except ValueError:

@@ -1,6 +1,8 @@
 """Dispatch of launch.py's modes to a method package, with user-facing error handling.
 
-Each mode calls the shared program (`anomaly_core.program.program`) with the method's `Method`. Train, eval and predict hold the workdir's lock (`workdir_lock`). Errors a user can fix (a
+Each mode calls the shared program (`anomaly_core.program.program`; predict and export the
+serving layer) with the method's `Method`. Train, eval and predict hold the workdir's lock
+(`workdir_lock`). Errors a user can fix (a
 bad setting, a missing dataset, a workdir in use or trained with other settings, divergence,
 preemption) end with one clear message and a non-zero exit code rather than a traceback.
 """
@@ -16,7 +18,9 @@ import time
 from typing import NoReturn
 
 from anomaly_core.program import program
+from anomaly_core.program.method import Method
 from anomaly_core.run import console
+from anomaly_core.serving import predict
 from anomaly_core.training import workdir_lock
 from anomaly_core.training.checkpointing import CheckpointError, check_workdir_writable
 from anomaly_core.training.train_loop import Preempted, TrainingDiverged, compiling_ahead
@@ -134,7 +138,7 @@ def exit_process(code: int) -> NoReturn:
     sys.exit(code)
 
 
-def run_mode(method: program.Method, config, mode: str, workdir: str | None, input_dir: str | None,
+def run_mode(method: Method, config, mode: str, workdir: str | None, input_dir: str | None,
              allow_changes: bool = False, verbose: bool = False, output: str | None = None) -> int:
     """Runs `mode`; the console is compact unless `verbose` (console.setup), and the full log
     goes to `<workdir>/log.txt`. Returns the exit code."""
@@ -146,7 +150,7 @@ def run_mode(method: program.Method, config, mode: str, workdir: str | None, inp
     return code
 
 
-def _run_mode(method: program.Method, config, mode: str, workdir: str | None, input_dir: str | None,
+def _run_mode(method: Method, config, mode: str, workdir: str | None, input_dir: str | None,
               allow_changes: bool, verbose: bool, output: str | None) -> int:
     console.setup(None, verbose=verbose)
     quiet_library_logs()
@@ -168,7 +172,7 @@ def _run_mode(method: program.Method, config, mode: str, workdir: str | None, in
             elif mode == "eval":
                 _print_summary(program.evaluate(method, config, workdir))
             elif mode == "predict":
-                print(f"predictions written to {program.predict(method, config, workdir, input_dir, output)}")
+                print(f"predictions written to {predict.predict(method, config, workdir, input_dir, output)}")
             elif mode == "export":
                 from anomaly_core.serving import export
 

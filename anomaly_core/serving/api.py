@@ -70,7 +70,7 @@ class Detector:
         with jax.set_mesh(self.mesh):
             self.state, self.step, self.checkpoint = program.restore_for_inference(
                 self.method, config, workdir, self.mesh)
-        self._score = program._jit_score(self.method, config, self.mesh)
+        self._score = program.jit_score(self.method, config, self.mesh)
         saved = evaluation.saved_metrics(workdir) or {}
         thresholds = saved.get("thresholds") or {}
         self.threshold = (thresholds.get("image") or {}).get("value")
