@@ -47,7 +47,7 @@ def tiny_config(demo_root: str, generator_steps: int = 2, encoder_steps: int = 2
 def final_state(config, workdir):
     ckpt = Checkpointer(workdir)
     mesh = parallel.make_mesh()
-    step, state, data_state, _ = ckpt.restore(ft.program.abstract_state(ft.METHOD, config, mesh))
+    step, state, data_state, _ = ckpt.restore(program.abstract_state(ft.METHOD, config, mesh))
     ckpt.close()
     return step, parallel.fetch(state), data_state
 
