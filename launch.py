@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
     if mode == "config":
         from anomaly_core.run import config_docs
 
-        print(config_docs.describe(config, method.settings_files))
+        print(config_docs.describe(config, method.settings.files))
         return 0
     from anomaly_core.training import parallel  # imports jax: after flag parsing so --help stays fast
 

@@ -132,7 +132,7 @@ def initial_state(config: Any, seed: int = 0) -> Any:
     """The training state of config.method's networks, initialised as the program does (jitted, init_key)."""
     from anomaly_core.program import methods, program
 
-    return jax.jit(functools.partial(methods.for_config(config).init_state, config))(program.init_key(seed))
+    return jax.jit(functools.partial(methods.for_config(config).training.init_state, config))(program.init_key(seed))
 
 
 def block(tree: Any) -> Any:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from anomaly_core import settings
-from anomaly_core.program.method import Method
+from anomaly_core.program import method
 from anomaly_core.training.train_loop import Stage
 from funetgan_jax import losses
 from funetgan_jax.build import describe as describe_models
@@ -87,33 +87,28 @@ def stages(config) -> list[Stage]:
     ]
 
 
-METHOD = Method(
+METHOD = method.Method(
     name="funetgan",
-    init_state=init_state,
-    stages=stages,
-    score=score_fn,
-    host_score=host_score_fn,
-    validation=validation_fn,
-    best_metric="e_loss",
-    validation_stage="encoder",
-    progress_images=progress_images_fn,
-    health_limits=health_limits,
-    recorded_settings=lambda config: {f"config.model.{k}": v for k, v in config.model.items() if k != "dtype"},
+    training=method.Training(
+        init_state=init_state, stages=stages, validation=validation_fn, best_metric="e_loss",
+        validation_stage="encoder", progress_images=progress_images_fn, health_limits=health_limits),
+    scoring=method.Scoring(score=score_fn, host_score=host_score_fn),
+    checkpoints=method.Checkpoints(
+        recorded_settings=lambda config: {f"config.model.{k}": v for k, v in config.model.items() if k != "dtype"},
+        filled_keys=("map_stats",), fill_state=fill_map_stats, refill=map_stats_missing),
+    settings=method.MethodSettings(
+        rules=settings_rules,
+        required=("config.model.z_dim", "config.model.width", "config.model.spectral_norm",
+                  "config.train.n_critic", "config.train.generator_steps", "config.train.encoder_steps",
+                  "config.train.kappa", "config.eval.kappa", "config.eval.image_score"),
+        example_config="configs/quickstart.py",
+        files=(("funetgan_jax/build.py", {"default_model_config": "model"}), ("configs/funetgan_base.py", {}))),
     # Checkpoints written before the settings were recorded all used torch's spectral norm; a
     # config.json written before the others existed was scored (and trained) without what they add.
-    unrecorded_settings={"config.model.spectral_norm": "torch", "config.train.g_ema_decay": 0.0,
-                         "config.train.encoder_target": "logits", "config.train.latent_weight": 0.0, "config.train.image_every": 0,
-                         "config.eval.critic_weight": 0.0, "config.eval.refine_steps": 0,
-                         "config.eval.refine_lr": 0.05},
-    required_settings=("config.model.z_dim", "config.model.width", "config.model.spectral_norm",
-                       "config.train.n_critic", "config.train.generator_steps", "config.train.encoder_steps",
-                       "config.train.kappa", "config.eval.kappa", "config.eval.image_score"),
-    example_config="configs/quickstart.py",
-    settings=settings_rules,
-    fill_state=fill_map_stats,
-    filled_keys=("map_stats",),
-    refill=map_stats_missing,
+    legacy=method.Legacy(unrecorded_settings={
+        "config.model.spectral_norm": "torch", "config.train.g_ema_decay": 0.0,
+        "config.train.encoder_target": "logits", "config.train.latent_weight": 0.0, "config.train.image_every": 0,
+        "config.eval.critic_weight": 0.0, "config.eval.refine_steps": 0, "config.eval.refine_lr": 0.05}),
     describe=lambda config: describe_models(config.model),
     torch=TORCH_NETWORKS,
-    settings_files=(("funetgan_jax/build.py", {"default_model_config": "model"}), ("configs/funetgan_base.py", {})),
 )

@@ -19,7 +19,7 @@ import optax
 from anomaly_core import data as data_lib
 from anomaly_core import settings
 from anomaly_core.networks.smoothing import gaussian_smooth
-from anomaly_core.program.method import Method
+from anomaly_core.program import method
 from anomaly_core.training.train_loop import Stage
 from gon_jax.build import build_gon_model, describe as describe_model, init_variables, model_rules
 from gon_jax.losses import cae_mse_loss
@@ -159,26 +159,25 @@ def stages(config) -> list[Stage]:
     return [Stage(config.model.kind, config.train.steps, functools.partial(train_step, config))]
 
 
-METHOD = Method(
+METHOD = method.Method(
     name="gon",
-    init_state=init_state,
-    stages=stages,
-    score=score_fn,
-    validation=validation_fn,
-    best_metric="val_score",
-    required_settings=("config.model.kind", "config.train.steps", "config.train.latent_scaling",
-                       "config.eval.scoring", "config.eval.bn_statistics"),
-    example_config="configs/gon_quickstart.py",
-    settings=settings_rules,
+    training=method.Training(init_state=init_state, stages=stages, validation=validation_fn,
+                             best_metric="val_score"),
+    scoring=method.Scoring(score=score_fn),
+    checkpoints=method.Checkpoints(
+        # The saved scoring context holds B_train - 1 images.
+        recorded_settings=lambda c: {"config.train.batch_size": c.train.batch_size} if has_context(c) else {},
+        filled_keys=("context",), fill_state=fill_state),
+    settings=method.MethodSettings(
+        rules=settings_rules,
+        required=("config.model.kind", "config.train.steps", "config.train.latent_scaling",
+                  "config.eval.scoring", "config.eval.bn_statistics"),
+        example_config="configs/gon_quickstart.py",
+        files=(("gon_jax/build.py", {"default_gon_model_config": "model"}), ("configs/gon_base.py", {}))),
     # A config.json written before these settings existed was scored unsmoothed, by the mean
     # squared error.
-    unrecorded_settings={"config.eval.smoothing_sigma": 0.0, "config.eval.image_score": "mean_squared_error"},
-    # The saved scoring context holds B_train - 1 images.
-    recorded_settings=lambda c: {"config.train.batch_size": c.train.batch_size} if has_context(c) else {},
-    fill_state=fill_state,
-    filled_keys=("context",),
+    legacy=method.Legacy(unrecorded_settings={"config.eval.smoothing_sigma": 0.0,
+                                              "config.eval.image_score": "mean_squared_error"}),
     describe=lambda config: describe_model(config.model),
     torch=TORCH_NETWORKS,
-    settings_files=(("gon_jax/build.py", {"default_gon_model_config": "model"}), ("configs/gon_base.py", {})),
 )
-

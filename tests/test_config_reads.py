@@ -1,7 +1,7 @@
 """One default per setting (issue 30, item 5): the code reads config values without fallback
 defaults, and every setting it reads is defined in every shipped config of the method that
 reads it; a run saved before a setting existed gets the value it was used with from
-run_config's fill (run_config.UNRECORDED_SETTINGS, Method.unrecorded_settings).
+run_config's fill (run_config.UNRECORDED_SETTINGS, Method.legacy.unrecorded_settings).
 
 What the static walk (`ast`, no imports of the scanned code) recognises as a config read,
 in anomaly_core/ (shared: read by every method), launch.py (shared), funetgan_jax/ and gon_jax/
@@ -230,7 +230,7 @@ def test_no_fallback_default_on_a_config_read():
     """A `.get(key, default)` on a config makes a second default beside the shipped configs'."""
     found = [f"{rel}:{line}: config.{'.'.join(path)}" for rel, line, path, fallback in all_reads() if fallback]
     assert not found, ("config reads with a fallback (read config.<section>.<key> directly; the value of runs "
-                       "saved before a setting existed belongs in Method.unrecorded_settings or "
+                       "saved before a setting existed belongs in Method.legacy.unrecorded_settings or "
                        "run_config.UNRECORDED_SETTINGS):\n" + "\n".join(found))
 
 
@@ -337,7 +337,7 @@ def test_the_fill_tables_name_settings_of_the_shipped_configs():
         path = tuple(setting.split(".")[1:])
         assert all(_has(c, path) for _, c in configs), setting
     for method in {c.method for _, c in configs}:
-        for setting in methods.load(method).unrecorded_settings:
+        for setting in methods.load(method).legacy.unrecorded_settings:
             path = tuple(setting.split(".")[1:])
             assert all(_has(c, path) for _, c in configs if c.method == method), setting
     assert json.dumps(run_config.UNRECORDED_SETTINGS)  # JSON values, as config.json holds

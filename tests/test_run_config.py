@@ -53,7 +53,7 @@ def test_run_settings_come_from_the_workdir_eval_settings_from_the_command_line(
 
 def test_a_config_json_from_before_a_setting_existed_gets_the_value_the_run_used(tmp_path):
     """f-UNetGAN runs written before config.model.spectral_norm existed used torch's spectral
-    norm: their config.json gets 'torch' (Method.unrecorded_settings), with or without --config,
+    norm: their config.json gets 'torch' (Method.legacy.unrecorded_settings), with or without --config,
     not today's default 'biggan', which their checkpoints do not fit."""
     trained = _load(os.path.join(ROOT, "configs", "quickstart.py"))
     del trained.model["spectral_norm"]
@@ -111,7 +111,7 @@ def test_every_setting_of_every_config_has_a_meaning(path):
     from anomaly_core.run import config_docs
 
     config = _load(path)
-    lines = config_docs.describe(config, methods.for_config(config).settings_files).splitlines()
+    lines = config_docs.describe(config, methods.for_config(config).settings.files).splitlines()
     assert lines and all("  # " in line for line in lines), [line for line in lines if "  # " not in line]
 
 

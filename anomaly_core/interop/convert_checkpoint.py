@@ -260,7 +260,7 @@ def _write_run(config: Any, found: TorchNetworks, imported: dict[str, Any], work
     for name, variables in imported.items():
         for key in found.state_keys(state, name):
             state[key] = variables
-    total = sum(s.num_steps for s in method.stages(config))
+    total = sum(s.num_steps for s in method.training.stages(config))
     program.write_config(workdir, config)
     ckpt = program.Checkpointer(workdir, keep=1, async_save=False)
     try:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def checkpoint_meta(method: Method, config) -> dict[str, Any]:
     """The metadata every checkpoint of this run carries (method and recorded settings)."""
-    return {"method": method.name, "settings": dict(method.recorded_settings(config)), "run": run_settings(config)}
+    return {"method": method.name, "settings": dict(method.checkpoints.recorded_settings(config)), "run": run_settings(config)}
 
 
 # Settings a resumed run may change without --allow_changes: more steps, and what only
@@ -73,7 +73,7 @@ def check_resume(ckpt: Checkpointer, method: Method, config, *, allow_changes: b
     if meta is None:
         return  # unreadable: the restore falls back and says so
     meta_checker(method, config)(path, meta)
-    total = sum(s.num_steps for s in method.stages(config))
+    total = sum(s.num_steps for s in method.training.stages(config))
     if step > total:
         raise CheckpointError(
             f"the run in {ckpt.directory} has trained {step} steps, this config trains {total}: raise its "
@@ -106,7 +106,7 @@ def trained_differences(meta: dict, config, prefixes: Sequence[str] = TRAINED_SE
     if not isinstance(saved, Mapping):
         return []
     current = run_settings(config)
-    # A setting one side lacks (added or removed since) is Method.unrecorded_settings' business.
+    # A setting one side lacks (added or removed since) is Method.legacy.unrecorded_settings' business.
     names = sorted(n for n in set(saved) & set(current) if n.startswith(tuple(prefixes)) and n != COMPUTE_DTYPE)
     return [f"{n}={saved[n]!r} there, {current[n]!r} in the config" for n in names if saved[n] != current[n]]
 
@@ -128,10 +128,10 @@ def meta_checker(method: Method, config, *, inference: bool = False) -> Callable
     With `inference` (evaluation, predict, export) also each of TRAINED_SETTINGS that differs
     from the run the checkpoint was trained in: scores of a network fed other inputs than it
     was trained on are wrong without any error."""
-    current = json.loads(json.dumps(dict(method.recorded_settings(config))))
+    current = json.loads(json.dumps(dict(method.checkpoints.recorded_settings(config))))
 
     def check(path: str, meta: dict) -> None:
-        saved = {**method.unrecorded_settings, **dict(meta.get("settings") or {})}
+        saved = {**method.legacy.unrecorded_settings, **dict(meta.get("settings") or {})}
         if meta.get("method") not in (None, method.name):
             raise CheckpointError(f"checkpoint {path} was written by method {meta.get('method')!r}, "
                                   f"but config.method is {method.name!r}: use that run's config")
@@ -173,14 +173,14 @@ def shared_rules(config) -> list[settings.Rule]:
 def check_config(config, method: Method) -> None:
     """The one validation of a config, run at the start of every mode: that it has the
     settings `method` reads, then every rule of the shared program (shared_rules) and of the
-    method (method.settings). settings.SettingError names the first setting at fault."""
-    for name in method.required_settings:
+    method (method.settings.rules). settings.SettingError names the first setting at fault."""
+    for name in method.settings.required:
         if settings.lookup(config, name) is settings.MISSING:
             raise settings.SettingError(
                 f"{name} is missing: config.method={method.name!r} reads the settings of its own configs "
-                f"(e.g. {method.example_config}); this config looks like another method's. Check "
+                f"(e.g. {method.settings.example_config}); this config looks like another method's. Check "
                 "--config and --config.method.")
-    settings.check(config, [*shared_rules(config), *method.settings(config)])
+    settings.check(config, [*shared_rules(config), *method.settings.rules(config)])
 
 
 def init_key(seed: int) -> jax.Array:
@@ -198,30 +198,30 @@ def fresh_state(method: Method, config, mesh, splits: data_lib.Splits) -> State:
     """The run's fresh state, replicated over `mesh`: init_state from the seed, then
     fill_state from the training split (what training starts from; the converter fills it
     with imported networks)."""
-    init = jax.jit(lambda rng: method.init_state(config, rng), out_shardings=parallel.replicated(mesh))
+    init = jax.jit(lambda rng: method.training.init_state(config, rng), out_shardings=parallel.replicated(mesh))
     state = init(init_key(config.seed))
-    if method.filled_keys:
-        state = jax.device_put(method.fill_state(config, state, splits["train"]), parallel.replicated(mesh))
+    if method.checkpoints.filled_keys:
+        state = jax.device_put(method.checkpoints.fill_state(config, state, splits["train"]), parallel.replicated(mesh))
     return state
 
 
 def restore_target(method: Method) -> Callable[[Any, dict], Any] | None:
     """Checkpointer.restore's `target`: the part of the abstract state a checkpoint holds,
-    given its metadata (checkpoints without `state_keys` predate `method.filled_keys`)."""
-    if not method.filled_keys:
+    given its metadata (checkpoints without `state_keys` predate `method.checkpoints.filled_keys`)."""
+    if not method.checkpoints.filled_keys:
         return None
 
     def target(abstract: Any, meta: dict) -> Any:
         keys = meta.get("state_keys")
         if keys is None:
-            keys = [k for k in abstract if k not in method.filled_keys]
+            keys = [k for k in abstract if k not in method.checkpoints.filled_keys]
         return {k: v for k, v in abstract.items() if k in keys}
 
     return target
 
 
 def abstract_state(method: Method, config, mesh) -> State:
-    shapes = jax.eval_shape(lambda rng: method.init_state(config, rng), init_key(0))
+    shapes = jax.eval_shape(lambda rng: method.training.init_state(config, rng), init_key(0))
     rep = parallel.replicated(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
 
@@ -230,10 +230,10 @@ def jit_score(method: Method, config, mesh) -> Callable[[State, Any], Any]:
     """The score function evaluation and the API call: `fn(state, global batch)`, the
     method's host_score where it has one, otherwise its score jitted over `mesh` (state
     replicated, batch sharded)."""
-    host = method.host_score(config, mesh)
+    host = method.scoring.host_score(config, mesh)
     if host is not None:
         return host
-    fn = method.score(config)
+    fn = method.scoring.score(config)
     rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     jitted = jax.jit(fn, in_shardings=(rep, shard), out_shardings=shard)
     return jitted
@@ -248,7 +248,7 @@ def _check_score_settings(method: Method, config, mesh) -> None:
              "label": jax.ShapeDtypeStruct((n,), np.int32), "index": jax.ShapeDtypeStruct((n,), np.int32),
              "valid": jax.ShapeDtypeStruct((n,), np.bool_)}
     try:
-        jax.eval_shape(method.score(config), abstract_state(method, config, mesh), batch)
+        jax.eval_shape(method.scoring.score(config), abstract_state(method, config, mesh), batch)
     except ValueError as e:
         raise ValueError(f"the evaluation settings do not fit {method.name}: {e}") from e
 
@@ -270,8 +270,8 @@ def _checkpointer(config, workdir: str, best_metric: str | None) -> Checkpointer
 
 
 def _validation_fn(method: Method, config, mesh, splits: data_lib.Splits):
-    fn = method.validation(config)
-    if fn is None or method.best_metric is None:
+    fn = method.training.validation(config)
+    if fn is None or method.training.best_metric is None:
         return None
     jitted = jax.jit(fn, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                      out_shardings=parallel.batch_sharded(mesh))
@@ -280,7 +280,7 @@ def _validation_fn(method: Method, config, mesh, splits: data_lib.Splits):
         return None
 
     def validate(state, stage: str) -> dict[str, float]:
-        if method.validation_stage not in (None, stage):
+        if method.training.validation_stage not in (None, stage):
             return {}
         sums: dict[str, float] = {}
         count = 0
@@ -303,7 +303,7 @@ PROGRESS_IMAGES = 8  # fixed validation images shown in the progress grids
 
 def _progress_image_fn(method: Method, config, workdir: str, mesh, writer, splits: data_lib.Splits):
     """The loop's image_fn: the method's progress images of fixed validation images, as grids."""
-    fn = method.progress_images(config)
+    fn = method.training.progress_images(config)
     # config.train.image_every is a setting of the methods with progress images only (GON has neither).
     if fn is None or not config.train.image_every:
         return None
@@ -342,7 +342,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
     splits = data_lib.Splits(config.data)
     preflight(method, config, mesh, splits)
     per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
-    stages = method.stages(config)
+    stages = method.training.stages(config)
     train_iter = data_lib.train_iterator(
         config.data, global_batch_size=config.train.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(), split=splits["train"],
@@ -350,7 +350,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
     log.info("%s: %d devices in %d processes, global batch %d (%d per process), stages %s", method.name,
              mesh.devices.size, jax.process_count(), config.train.batch_size, per_process,
              [(s.name, s.num_steps) for s in stages])
-    ckpt = _checkpointer(config, workdir, method.best_metric)
+    ckpt = _checkpointer(config, workdir, method.training.best_metric)
     try:
         check_resume(ckpt, method, config, allow_changes=allow_changes)
     except CheckpointError:
@@ -376,9 +376,9 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
                 writer=writer,
                 loop=LoopConfig(seed=config.seed, log_every=config.train.log_every,
                                 checkpoint_every=config.train.checkpoint_every,
-                                best_metric=method.best_metric,
+                                best_metric=method.training.best_metric,
                                 image_every=int(config.train.image_every) if image_fn is not None else 0,
-                                health_limits=tuple(method.health_limits(config))),
+                                health_limits=tuple(method.training.health_limits(config))),
                 validation_fn=_validation_fn(method, config, mesh, splits),
                 image_fn=image_fn,
                 meta=checkpoint_meta(method, config),
@@ -430,18 +430,41 @@ def selected_step(ckpt: Checkpointer, method: Method, config) -> tuple[int | Non
     if choice == "latest":
         return None, "latest"
     if choice == "best":
-        step = ckpt.best_step(method.best_metric) if method.best_metric else None
+        step = ckpt.best_step(method.training.best_metric) if method.training.best_metric else None
         if step is None:
             return None, "latest (no checkpoint records a validation metric)"
-        return step, f"best (lowest validation {method.best_metric})"
+        return step, f"best (lowest validation {method.training.best_metric})"
     return int(choice), f"step {int(choice)}"
+
+
+def complete_state(method: Method, config, state: State, abstract: State, step: int,
+                   splits: data_lib.Splits | None, mesh) -> State:
+    """`state` restored from checkpoint `step`, with its `Checkpoints.filled_keys` taken from
+    the training split (`splits`, else read from config.data) when the checkpoint lacks them
+    (written before they were saved; placeholders of `abstract`'s shapes are filled) or holds
+    them without what this config scores with (`Checkpoints.refill`). Otherwise unchanged."""
+    saved = method.checkpoints
+    missing = [k for k in saved.filled_keys if k in abstract and k not in state]
+    if missing:
+        log.warning("checkpoint step %d was written before %s was saved with it: taking it from the training "
+                    "data (config.data), so scores depend on that data until the run saves a new checkpoint",
+                    step, ", ".join(missing))
+    elif saved.refill(config, state):
+        log.info("checkpoint step %d holds %s without what this config scores with (its training did not "
+                 "need it): taking it from the training data (config.data) for this evaluation",
+                 step, ", ".join(saved.filled_keys))
+    else:
+        return state
+    placeholders = {k: jax.numpy.zeros(abstract[k].shape, abstract[k].dtype) for k in missing}
+    train = (splits or data_lib.Splits(config.data))["train"]
+    return jax.device_put(saved.fill_state(config, {**state, **placeholders}, train), parallel.replicated(mesh))
 
 
 def restore_for_inference(method: Method, config, workdir: str, mesh, step: int | None = None,
                           splits: data_lib.Splits | None = None) -> tuple[State, int, str]:
     """(state, step, how it was chosen) of the run in `workdir`: `step` when given, else the
     checkpoint config.eval.checkpoint selects (selected_step). `splits` (the run's data) is
-    read only for a checkpoint that predates its `method.filled_keys`."""
+    read only for a checkpoint that predates its `method.checkpoints.filled_keys`."""
     ckpt = _checkpointer(config, workdir, None)
     try:
         how = f"step {step}"
@@ -469,22 +492,8 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
             f"(--mode=train with the same --workdir and --config)"
         )
     step, state, _, meta = restored
-    missing = [k for k in method.filled_keys if k in abstract and k not in state]
-    if missing:
-        log.warning("checkpoint step %d was written before %s was saved with it: taking it from the training "
-                    "data (config.data), so scores depend on that data until the run saves a new checkpoint",
-                    step, ", ".join(missing))
-        placeholders = {k: jax.numpy.zeros(abstract[k].shape, abstract[k].dtype) for k in missing}
-        train = (splits or data_lib.Splits(config.data))["train"]
-        state = jax.device_put(method.fill_state(config, {**state, **placeholders}, train),
-                               parallel.replicated(mesh))
-    elif method.refill(config, state):
-        log.info("checkpoint step %d holds %s without what this config scores with (its training did not "
-                 "need it): taking it from the training data (config.data) for this evaluation",
-                 step, ", ".join(method.filled_keys))
-        train = (splits or data_lib.Splits(config.data))["train"]
-        state = jax.device_put(method.fill_state(config, state, train), parallel.replicated(mesh))
-    total = sum(s.num_steps for s in method.stages(config))
+    state = complete_state(method, config, state, abstract, step, splits, mesh)
+    total = sum(s.num_steps for s in method.training.stages(config))
     log.info("using checkpoint step %d of %d (%s)", step, total, how)
     return state, step, how
 

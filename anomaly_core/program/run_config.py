@@ -32,7 +32,7 @@ INPUT_SETTINGS = ("data.image_size", "data.channels", "data.value_range")
 
 
 # The settings every method reads, each with the value a run whose config.json was written
-# before the setting existed was used with (a method's own: its Method.unrecorded_settings).
+# before the setting existed was used with (a method's own: its Method.legacy.unrecorded_settings).
 # config.json holds every section, and eval/predict without --config read all of them from it.
 UNRECORDED_SETTINGS = {
     "config.model.dtype": "float32",
@@ -136,10 +136,10 @@ def for_inference(workdir: str, given: ml_collections.ConfigDict | None,
 
 def _fill_unrecorded(saved: ml_collections.ConfigDict) -> None:
     """A config.json written before a setting existed gets the value the run then used
-    (UNRECORDED_SETTINGS and `Method.unrecorded_settings`, e.g. f-UNetGAN's spectral norm
+    (UNRECORDED_SETTINGS and `Method.legacy.unrecorded_settings`, e.g. f-UNetGAN's spectral norm
     'torch'), not the default of today's configs, which its checkpoints may not fit."""
     try:
-        unrecorded = {**UNRECORDED_SETTINGS, **methods.for_config(saved).unrecorded_settings}
+        unrecorded = {**UNRECORDED_SETTINGS, **methods.for_config(saved).legacy.unrecorded_settings}
     except ValueError:
         return  # an unknown config.method is reported where the method is resolved
     for name, value in unrecorded.items():

@@ -38,7 +38,7 @@ PLATFORMS = ("cpu", "cuda", "tpu")
 def _exported(detector: api.Detector, platforms: tuple[str, ...]) -> jax.export.Exported:
     cfg = detector.config
     size, channels = int(cfg.data.image_size), int(cfg.data.channels)
-    score, state = detector.method.score(cfg), detector.state
+    score, state = detector.method.scoring.score(cfg), detector.state
 
     def scores_and_maps(images):
         out = score(state, {"image": images})
