@@ -1,6 +1,6 @@
 """Convolutional autoencoder baseline on MVTec AD (docs/METHODS.md 2.7): 64x64x3 in [0, 1]
 (sigmoid output), MSE, Adam 1e-4, batch 64, all 15 categories pooled; trained properly (the
-reference fitted one repeated batch for 30 steps), with the recipe measured on real
+reference trained 30 steps, each on one freshly drawn batch), with the recipe measured on real
 photographs (docs/REAL_DATA.md): augmentation by category kind ('auto') and the
 squared-error map smoothed with sigma 4 px.
 
