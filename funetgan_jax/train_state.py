@@ -46,6 +46,7 @@ def initial_map_stats() -> dict[str, jax.Array]:
 
 
 def init_state(config, rng) -> dict[str, Any]:
+    ema_decay = _ema_decay(config)  # checked before the networks are built
     G, D, E = networks(config)
     m = config.model
     kg, kd, ke = jax.random.split(rng, 3)
@@ -61,7 +62,7 @@ def init_state(config, rng) -> dict[str, Any]:
         "opt_e": tx["e"].init(e["params"]),
         "map_stats": initial_map_stats(),
     }
-    if _ema_decay(config) > 0:
+    if ema_decay > 0:
         state["g_ema"] = g
     return state
 

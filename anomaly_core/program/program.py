@@ -199,7 +199,11 @@ def fresh_state(method: Method, config, mesh, splits: data_lib.Splits) -> State:
     fill_state from the training split (what training starts from; the converter fills it
     with imported networks)."""
     init = jax.jit(lambda rng: method.training.init_state(config, rng), out_shardings=parallel.replicated(mesh))
-    state = init(init_key(config.seed))
+    # Inside the mesh context whoever calls: the program is then the one training compiles
+    # (outside it the key gets another sharding annotation), so the converter's import
+    # reuses the compilation cache's entry instead of compiling the initialisation again.
+    with jax.set_mesh(mesh):
+        state = init(init_key(config.seed))
     if method.checkpoints.filled_keys:
         state = jax.device_put(method.checkpoints.fill_state(config, state, splits["train"]), parallel.replicated(mesh))
     return state
