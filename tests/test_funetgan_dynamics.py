@@ -50,7 +50,7 @@ def test_critic_penalty_decreases_and_stays_finite():
         assert last < ratio * first, (key, first, last)
 
 
-def test_generator_moving_average():
+def test_generator_moving_average(monkeypatch):
     config = shrink(get_config(), image_size=32, width=2)
     config.train.g_ema_decay = 0.9
     ema = {"params": {"w": jnp.full((2,), 1.0)}, "batch_stats": {"m": jnp.zeros(1)}}
@@ -68,6 +68,8 @@ def test_generator_moving_average():
     state = jax.eval_shape(lambda k: fstate.init_state(config, k), jax.random.key(0))
     assert "g_ema" not in state and fnets.generator_variables(state) is state["g"]
     config.train.g_ema_decay = 1.0
+    # ... refused before any network is built or initialised
+    monkeypatch.setattr(fstate, "networks", lambda config: pytest.fail("networks built before the check"))
     with pytest.raises(ValueError, match="config.train.g_ema_decay"):
         fstate.init_state(config, jax.random.key(0))
 
