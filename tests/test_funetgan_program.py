@@ -112,7 +112,8 @@ def test_resume_gives_the_same_result(straight_run, demo_root, tmp_path):
 def test_eval_and_predict_modes_through_launch(straight_run, demo_root, tmp_path):
     workdir, results = straight_run
     base = [sys.executable, "launch.py", "--config=configs/mvtec_bottle.py:tiny", f"--workdir={workdir}",
-            "--config.model.d_attention=none", "--config.data.source=demo", f"--config.data.root={demo_root}", "--config.data.demo_crop_size=64",
+            "--config.model.d_attention=none", "--config.data.source=demo", f"--config.data.root={demo_root}",
+            "--config.data.demo_crop_size=64",
             "--config.data.demo_num_train=24", "--config.data.demo_num_test_good=4",
             "--config.data.demo_num_test_defect=6"]
     env = {**os.environ, "PYTHONPATH": ROOT}

@@ -411,3 +411,31 @@ def test_checkpoint_of_another_width_is_named_as_not_fitting_never_unreadable(tr
         ckpt.close()
     assert "unreadable" not in caplog.text
     assert sorted(os.listdir(os.path.join(copy, "checkpoints"))) == steps  # nothing set aside
+
+
+def test_fresh_state_compiles_one_program_whoever_calls_it(trained):
+    """Training calls program.fresh_state inside the mesh context, the converter's import
+    outside it: both must compile the same initialisation, so the second call is served
+    by the compilation cache instead of compiling again."""
+    import jax
+    from jax import monitoring
+
+    from anomaly_core import data as data_lib
+
+    config = trained[0]
+    mesh, splits = parallel.make_mesh(), data_lib.Splits(config.data)
+    events = []
+    listener = lambda name, **kwargs: events.append(name)  # noqa: E731
+    saved = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # cache even this fast program
+    monitoring.register_event_listener(listener)
+    try:
+        with jax.set_mesh(mesh):
+            program.fresh_state(gon_train.METHOD, config, mesh, splits)
+        events.clear()
+        program.fresh_state(gon_train.METHOD, config, mesh, splits)
+    finally:
+        monitoring.unregister_event_listener(listener)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", saved)
+    requests = events.count("/jax/compilation_cache/compile_requests_use_cache")
+    assert requests >= 1 and events.count("/jax/compilation_cache/cache_hits") == requests, events
