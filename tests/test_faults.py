@@ -86,6 +86,22 @@ def test_sigkill_ten_times_then_resume_is_bit_identical(drill, reference):
     assert reference[1].step == STEPS
 
 
+def test_drill_report_names_the_log_and_traceback_of_a_rerun_that_failed():
+    """A rerun counted as failed shows why in the summary (a flaky drill can be diagnosed
+    from the test's output alone)."""
+    text = "12:00 resumed from checkpoint step 4 of 24\nException ignored in: <coroutine x>\n" \
+           "Traceback (most recent call last):\n  File \"a.py\", line 1\nRuntimeError: boom\n"
+    problem = fault_drill._problem(0, "/runs/logs/interrupted_03.log", text)
+    assert problem == ("exit code 0, log /runs/logs/interrupted_03.log\n    Exception ignored in: <coroutine x>\n"
+                       "    Traceback (most recent call last):\n      File \"a.py\", line 1\n    RuntimeError: boom")
+    kills = [fault_drill.Kill("time", 0.5, sent=True, next_run_ok=True),
+             fault_drill.Kill("time", 0.5, sent=True, next_run_problem=problem)]
+    summary = fault_drill.DrillReport(kills, 1.0, 2, 0, []).summary()
+    assert "kill 1's next run: exit code 0, log /runs/logs/interrupted_03.log" in summary
+    assert "RuntimeError: boom" in summary and "kill 0's next run" not in summary
+    assert fault_drill._problem(1, "x.log", "no traceback") == "exit code 1, log x.log"
+
+
 @pytest.mark.parametrize("signum,code,name", [(signal.SIGTERM, 143, "SIGTERM"),
                                               (signal.SIGINT, 130, r"Ctrl-C \(SIGINT\)")])
 def test_sigterm_or_ctrl_c_writes_a_checkpoint_and_resumes(launcher, reference, tmp_path, signum, code, name):

@@ -362,3 +362,38 @@ def test_health_warning_names_metric_steps_and_value(tmp_path, caplog):
     caplog.clear()
     run(str(tmp_path / "quiet"), 4, log_every=2, health_limits=(("loss", 1e9, "never"),))
     assert not [r for r in caplog.records if "training health" in r.getMessage()]
+
+
+def test_a_checkpoint_of_other_shapes_is_refused_before_any_read_and_prints_nothing_at_exit(tmp_path):
+    """A restore into other shapes (another network width) fails before Orbax reads any
+    array: a failed read left the others' reads running past the end of Orbax's event loop,
+    and they printed tracebacks at interpreter exit, after the program's own clear error."""
+    import subprocess
+    import sys
+
+    code = f"""
+import logging, jax, numpy as np
+from anomaly_core.training import parallel
+from anomaly_core.training.checkpointing import Checkpointer
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+mesh = parallel.make_mesh()
+state = {{f"layer{{i}}": np.full((32, 32), i, np.float32) for i in range(12)}}
+ckpt = Checkpointer({str(tmp_path)!r})
+ckpt.save(1, parallel.replicate(state, mesh), data_state={{"pos": 1}})
+ckpt.wait()
+wider = jax.eval_shape(lambda: {{**state, "layer7": np.zeros((64, 32), np.float32)}})
+try:
+    ckpt.restore(wider, step=1)
+except Exception as e:
+    print("refused:", type(e).__name__, e)
+ckpt.close()
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": root},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "refused: CheckpointUnusable checkpoint step 1" in out.stdout, out.stdout + out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-3000:]
+    assert "never retrieved" not in out.stderr, out.stderr[-3000:]
+    assert "layer7: stored (32, 32), wanted (64, 32)" in out.stdout, out.stdout
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]  # nothing set aside

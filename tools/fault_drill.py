@@ -262,6 +262,7 @@ class Kill:
     resumed_from: int | None = None  # step the next run resumed from (None: started afresh)
     fell_back_from: list[int] = dataclasses.field(default_factory=list)
     next_run_ok: bool = False  # the next run resumed and then ran, was killed, or finished with 0
+    next_run_problem: str = ""  # when not next_run_ok: its exit code, log and first traceback lines
 
 
 @dataclasses.dataclass
@@ -292,6 +293,8 @@ class DrillReport:
                 f"{i:>3} {k.mode:5} {at:>6} {str(k.last_step_logged):>5} {str(k.during_write):>9} "
                 f"{str(k.resumed_from):>7} {','.join(map(str, k.fell_back_from)) or '-':>8} "
                 f"{'yes' if k.next_run_ok else 'NO'}" + ("" if k.sent else "  (the runs ended before the kill)"))
+        lines += [f"kill {i}'s next run: {k.next_run_problem}" for i, k in enumerate(self.kills)
+                  if k.sent and k.next_run_problem]
         lines.append(
             f"kills sent {self.sent} of {len(self.kills)} planned ({sum(k.during_write for k in self.kills)} "
             f"during a checkpoint write), resumed OK {self.resumed_ok}, runs {self.reruns + 1}, "
@@ -299,6 +302,16 @@ class DrillReport:
         lines.append("final parameters, data state, scores.csv, metrics.json: "
                      + ("bit-identical to the straight run" if not self.diffs else "DIFFER: " + "; ".join(self.diffs)))
         return "\n".join(lines)
+
+
+def _problem(code: int | None, log_path: str, text: str) -> str:
+    """Why a rerun does not count as resumed OK: its exit code, its log, and its log from the
+    first traceback on (at most 40 lines), so a failed drill can be told apart afterwards."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if "Traceback" in line), None)
+    # The line before a traceback often says whose it is ("Exception ignored in: ...").
+    excerpt = "" if first is None else "\n    " + "\n    ".join(lines[max(first - 1, 0): first + 40])
+    return f"exit code {code}, log {log_path}{excerpt}"
 
 
 def _tmp_folders(workdir: str) -> set[str]:
@@ -428,6 +441,8 @@ def drill(
             previous.resumed_from = int(m.group(1)) if m else None
             previous.fell_back_from = [int(s) for s in FELL_BACK.findall(text)]
             previous.next_run_ok = code in (0, -signal.SIGKILL) and "Traceback" not in text
+            if not previous.next_run_ok:
+                previous.next_run_problem = _problem(code, child.log_path, text)
             previous = None
         if kill is not None:
             log(f"kill {n}: {kill.mode}, " + (

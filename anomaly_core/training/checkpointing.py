@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,27 @@ class CheckpointError(RuntimeError):
 
 class CheckpointUnusable(CheckpointError):
     """The checkpoint asked for by step cannot be read or does not verify."""
+
+
+class ShapeMismatch(ValueError):
+    """A checkpoint's stored arrays have other shapes than the state restored into."""
+
+
+def _names(path: tuple) -> tuple:
+    """A pytree key path as plain names (dict keys and dataclass fields alike)."""
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def shape_mismatch(stored: Any, wanted: Any) -> str | None:
+    """The first leaf present in both trees whose stored shape differs from the wanted one
+    (both pytrees of objects with `.shape`), as 'name: stored (a,), wanted (b,)'; else None."""
+    shapes = {_names(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_leaves_with_path(stored)
+              if hasattr(leaf, "shape")}
+    for p, leaf in jax.tree_util.tree_leaves_with_path(wanted):
+        name = _names(p)
+        if name in shapes and shapes[name] != tuple(leaf.shape):
+            return f"{'/'.join(name)}: stored {shapes[name]}, wanted {tuple(leaf.shape)}"
+    return None
 
 
 def check_workdir_writable(workdir: str) -> None:
@@ -250,6 +272,7 @@ class Checkpointer:
                 check_meta(os.path.join(self.directory, str(s)), meta)
             wanted = target(abstract_state, meta) if (target is not None and meta is not None) else abstract_state
             try:
+                self._check_shapes(s, wanted)
                 restored = self.manager.restore(
                     s,
                     args=ocp.args.Composite(
@@ -292,6 +315,20 @@ class Checkpointer:
                 + "\nTo train a new run instead, choose another --workdir."
             )
         return None
+
+    def _check_shapes(self, step: int, wanted: Any) -> None:
+        """Raises ShapeMismatch before any array is read when the stored shapes differ from
+        `wanted`'s: Orbax's reads of the other arrays, already under way when one fails, would
+        finish after its event loop closed and print tracebacks at exit. Metadata that cannot
+        be read is left to the restore itself to report."""
+        try:
+            stored = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(self.directory) / str(step) / "state")
+        except Exception:  # noqa: BLE001 - the restore reports an unreadable checkpoint
+            return
+        why = shape_mismatch(getattr(stored, "tree", stored), wanted)
+        if why is not None:
+            raise ShapeMismatch(f"Requested shape does not fit the stored one ({why})")
 
     def _set_aside(self, steps: list[int]) -> None:
         """Renames unreadable checkpoints to `<step>.unreadable-<time>`: kept for inspection, and
