@@ -1,4 +1,5 @@
-"""Test-session settings: a persistent XLA compilation cache shared with subprocesses.
+"""Test-session settings: XLA:CPU compiles fast, and a persistent compilation cache is
+shared with subprocesses.
 
 The f-UNetGAN discriminator step (two gradient penalties differentiated again) takes tens
 of seconds to compile on a CPU; tests that build the same program in several processes
@@ -9,8 +10,20 @@ import os
 import shutil
 import tempfile
 
-import jax
-import pytest
+# The tests check what is computed, not how fast, and compilation dominates their time: the
+# same programs (same HLO, float32 throughout) compiled without LLVM's optimisation passes
+# and with XLA:CPU's classic elemental emitters. The two longest files took 222 s instead of
+# 313 s (docs/RESULTS.md); steps run up to 2x slower, which the tests' few steps do not feel.
+# Set before JAX creates its CPU client; launch.py subprocesses inherit it. A value the
+# caller set for either flag is kept. Runs outside the tests (the quickstart, benchmarks)
+# keep XLA's defaults.
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+_flags = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = " ".join(
+    [_flags] + [f for f in FAST_COMPILE_FLAGS if f.split("=")[0] not in _flags]).strip()
+
+import jax  # noqa: E402 - after XLA_FLAGS
+import pytest  # noqa: E402
 
 # Tests never write the user's cache: a config with config.data.root '' builds the demo
 # dataset under XDG_CACHE_HOME, here a folder of this test process (and its subprocesses),
