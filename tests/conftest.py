@@ -6,21 +6,30 @@ of seconds to compile on a CPU; tests that build the same program in several pro
 (resume, multi-process, launch.py runs) reuse the compiled executable from this cache.
 """
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
 
-# The tests check what is computed, not how fast, and compilation dominates their time: the
-# same programs (same HLO, float32 throughout) compiled without LLVM's optimisation passes
-# and with XLA:CPU's classic elemental emitters. The two longest files took 222 s instead of
-# 313 s (docs/RESULTS.md); steps run up to 2x slower, which the tests' few steps do not feel.
-# Set before JAX creates its CPU client; launch.py subprocesses inherit it. A value the
-# caller set for either flag is kept. Runs outside the tests (the quickstart, benchmarks)
-# keep XLA's defaults.
+# The tests check what is computed, not how fast, and compilation dominates their time on a
+# CPU: the same programs (same HLO, float32 throughout) compiled without LLVM's optimisation
+# passes and with XLA:CPU's classic elemental emitters. The two longest files took 222 s
+# instead of 313 s, the suite 548 s instead of 790 s (docs/RESULTS.md); steps run up to 2x
+# slower, which the tests' few steps do not feel. Set before JAX creates its CPU client;
+# launch.py subprocesses inherit it. A value the caller set for either flag is kept, and
+# where a GPU or TPU plugin is installed nothing is changed (the level would apply to its
+# kernels too). Runs outside the tests (the quickstart, benchmarks) keep XLA's defaults.
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
-_flags = os.environ.get("XLA_FLAGS", "")
-os.environ["XLA_FLAGS"] = " ".join(
-    [_flags] + [f for f in FAST_COMPILE_FLAGS if f.split("=")[0] not in _flags]).strip()
+
+
+def _accelerator_plugin_installed() -> bool:
+    return any(importlib.util.find_spec(name) is not None for name in ("jax_plugins", "libtpu"))
+
+
+if not _accelerator_plugin_installed() and (os.environ.get("JAX_PLATFORMS") or "cpu").split(",")[0] == "cpu":
+    _flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = " ".join(
+        [_flags] + [f for f in FAST_COMPILE_FLAGS if f.split("=")[0] not in _flags]).strip()
 
 import jax  # noqa: E402 - after XLA_FLAGS
 import pytest  # noqa: E402
