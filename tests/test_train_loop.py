@@ -397,3 +397,17 @@ ckpt.close()
     assert "never retrieved" not in out.stderr, out.stderr[-3000:]
     assert "layer7: stored (32, 32), wanted (64, 32)" in out.stdout, out.stdout
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]  # nothing set aside
+
+
+def test_shape_mismatch_matches_optimizer_fields_stored_as_dict_keys():
+    """Orbax's metadata holds an optax state's NamedTuple fields as dict keys; the check
+    must still pair them with the state's fields (keystr alone would miss the mismatch)."""
+    from anomaly_core.training.checkpointing import shape_mismatch
+
+    sds = jax.ShapeDtypeStruct
+    wanted = jax.eval_shape(lambda: {"opt": optax.adam(0.1).init({"w": jnp.zeros(3)})})
+    stored = {"opt": [{"count": sds((), jnp.int32), "mu": {"w": sds((4,), jnp.float32)},
+                       "nu": {"w": sds((3,), jnp.float32)}}, {}]}
+    assert shape_mismatch(stored, wanted) == "opt/0/mu/w: stored (4,), wanted (3,)"
+    stored["opt"][0]["mu"]["w"] = sds((3,), jnp.float32)
+    assert shape_mismatch(stored, wanted) is None

@@ -45,7 +45,9 @@ class ShapeMismatch(ValueError):
 
 
 def _names(path: tuple) -> tuple:
-    """A pytree key path as plain names (dict keys and dataclass fields alike)."""
+    """A pytree key path as plain names (dict keys, attribute names and indices alike): Orbax's
+    metadata stores a NamedTuple's fields (optax states) as dict keys, so `keystr` of the
+    stored and the wanted path differ there."""
     return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
