@@ -243,28 +243,33 @@ def jit_score(method: Method, config, mesh) -> Callable[[State, Any], Any]:
     return jitted
 
 
-def _check_score_settings(method: Method, config, mesh) -> None:
+def _check_score_settings(method: Method, config, mesh) -> State:
     """Traces the method's score function on abstract inputs (no compilation, no data): the
-    method's evaluation settings (e.g. config.eval.image_score) fail here, before training."""
+    method's evaluation settings (e.g. config.eval.image_score) fail here, before training.
+    Returns the abstract state it traced with (`abstract_state`)."""
     n, size, channels = int(config.eval.batch_size), int(config.data.image_size), int(config.data.channels)
     batch = {"image": jax.ShapeDtypeStruct((n, size, size, channels), np.float32),
              "mask": jax.ShapeDtypeStruct((n, size, size), np.float32),
              "label": jax.ShapeDtypeStruct((n,), np.int32), "index": jax.ShapeDtypeStruct((n,), np.int32),
              "valid": jax.ShapeDtypeStruct((n,), np.bool_)}
+    abstract = abstract_state(method, config, mesh)
     try:
-        jax.eval_shape(method.scoring.score(config), abstract_state(method, config, mesh), batch)
+        jax.eval_shape(method.scoring.score(config), abstract, batch)
     except ValueError as e:
         raise ValueError(f"the evaluation settings do not fit {method.name}: {e}") from e
+    return abstract
 
 
-def preflight(method: Method, config, mesh, splits: data_lib.Splits | None = None) -> None:
+def preflight(method: Method, config, mesh, splits: data_lib.Splits | None = None) -> State:
     """Every check that can fail an evaluation, run before training or restoring: the config
     (check_config), the method's evaluation settings (its score function traced), and (with
-    `splits`, the run's data) the test and validation splits (evaluation.check_splits)."""
+    `splits`, the run's data) the test and validation splits (evaluation.check_splits).
+    Returns the state's abstract shapes (`abstract_state`), which the score check traces with."""
     check_config(config, method)
-    _check_score_settings(method, config, mesh)
+    abstract = _check_score_settings(method, config, mesh)
     if splits is not None:
         evaluation.check_splits(config, splits)
+    return abstract
 
 
 def _checkpointer(config, workdir: str, best_metric: str | None) -> Checkpointer:
@@ -344,7 +349,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
     fails in seconds rather than after training."""
     mesh = parallel.make_mesh()
     splits = data_lib.Splits(config.data)
-    preflight(method, config, mesh, splits)
+    abstract = preflight(method, config, mesh, splits)
     per_process = parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     stages = method.training.stages(config)
     train_iter = data_lib.train_iterator(
@@ -366,7 +371,7 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
         with jax.set_mesh(mesh):
             # The stages' steps compile in background threads while _init compiles and runs its
             # own program: on a 2-core CPU the quickstart starts training 20 s sooner.
-            ahead = compile_ahead(stages, mesh, config.seed, abstract_state(method, config, mesh), train_iter,
+            ahead = compile_ahead(stages, mesh, config.seed, abstract, train_iter,
                                   start=ckpt.latest_step() or 0)
             state = fresh_state(method, config, mesh, splits)
             image_fn = _progress_image_fn(method, config, workdir, mesh, writer, splits)
