@@ -400,7 +400,8 @@ def train_and_evaluate(method: Method, config, workdir: str, *, allow_changes: b
             if step in (None, total):  # the final state (always checkpointed) is the one in memory
                 step = total
             else:
-                state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits)
+                state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits,
+                                                         abstract=abstract)
             log.info("evaluating checkpoint step %d (%s)", step, how)
             score = jit_score(method, config, mesh)
             results = evaluation.evaluate(lambda b: score(state, b), config, workdir, mesh, splits,
@@ -470,10 +471,12 @@ def complete_state(method: Method, config, state: State, abstract: State, step: 
 
 
 def restore_for_inference(method: Method, config, workdir: str, mesh, step: int | None = None,
-                          splits: data_lib.Splits | None = None) -> tuple[State, int, str]:
+                          splits: data_lib.Splits | None = None,
+                          abstract: State | None = None) -> tuple[State, int, str]:
     """(state, step, how it was chosen) of the run in `workdir`: `step` when given, else the
     checkpoint config.eval.checkpoint selects (selected_step). `splits` (the run's data) is
-    read only for a checkpoint that predates its `method.checkpoints.filled_keys`."""
+    read only for a checkpoint that predates its `method.checkpoints.filled_keys`. `abstract`:
+    `abstract_state(method, config, mesh)` when the caller has it (`preflight` returns it)."""
     ckpt = _checkpointer(config, workdir, None)
     try:
         how = f"step {step}"
@@ -482,7 +485,8 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
         if step is not None and step not in ckpt.all_steps():
             raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory} (steps: {ckpt.all_steps()}; "
                                   f"config.eval.checkpoint is {CHECKPOINT_CHOICES})")
-        abstract = abstract_state(method, config, mesh)
+        if abstract is None:
+            abstract = abstract_state(method, config, mesh)
         try:
             restored = ckpt.restore(abstract, step=step, check_meta=meta_checker(method, config, inference=True),
                                     target=restore_target(method), misfit=misfit(config))
@@ -510,9 +514,9 @@ def restore_for_inference(method: Method, config, workdir: str, mesh, step: int 
 def evaluate(method: Method, config, workdir: str) -> dict[str, Any]:
     mesh = parallel.make_mesh()
     splits = data_lib.Splits(config.data)
-    preflight(method, config, mesh, splits)
+    abstract = preflight(method, config, mesh, splits)
     with jax.set_mesh(mesh):
-        state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits)
+        state, step, how = restore_for_inference(method, config, workdir, mesh, splits=splits, abstract=abstract)
         score = jit_score(method, config, mesh)
         writer = make_writer(workdir)
         try:

@@ -66,10 +66,10 @@ class Detector:
         self.workdir, self.config = workdir, config
         self.method = methods.for_config(config)
         self.mesh = parallel.make_mesh()
-        program.preflight(self.method, config, self.mesh)
+        abstract = program.preflight(self.method, config, self.mesh)
         with jax.set_mesh(self.mesh):
             self.state, self.step, self.checkpoint = program.restore_for_inference(
-                self.method, config, workdir, self.mesh)
+                self.method, config, workdir, self.mesh, abstract=abstract)
         self._score = program.jit_score(self.method, config, self.mesh)
         saved = evaluation.saved_metrics(workdir) or {}
         thresholds = saved.get("thresholds") or {}
