@@ -29,7 +29,7 @@ def get_config(preset: str = ""):
     # Stage lengths in updates (each generator update after n_critic critic updates) and the
     # moving average of G, chosen for the 5-minute CPU budget on the slower 2-core machines,
     # on three seeds (docs/TRAINING.md section 3): 350 + 150 scored image AUROC 0.965 (means)
-    # but took 5.2-5.4 minutes at such machines' slow hours; 300 + 100 scores 0.928 (pixel
+    # but took 5.2-6 minutes at this machine's slow hours; 300 + 100 scores 0.928 (pixel
     # AUROC 0.950 against 0.955) and takes about 33 s less.
     config.train.generator_steps = 300
     config.train.encoder_steps = 100
