@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -47,6 +48,26 @@ def test_checkpoint_holds_the_scoring_context(trained):
     state, _, _ = program.restore_for_inference(gon_train.METHOD, config, workdir, parallel.make_mesh())
     np.testing.assert_array_equal(np.asarray(state["context"]), gon_train.scoring_context(config, load_split(config.data, "train")))
     assert state["context"].shape == (config.train.batch_size - 1, 28, 28, 1)
+
+
+def test_preflight_returns_the_abstract_state_that_restore_reuses(trained, monkeypatch):
+    config, workdir, _, _ = trained
+    mesh = parallel.make_mesh()
+    abstract = program.preflight(gon_train.METHOD, config, mesh)
+    expected = program.abstract_state(gon_train.METHOD, config, mesh)
+    assert jax.tree.structure(abstract) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(abstract), jax.tree.leaves(expected)):
+        assert (got.shape, got.dtype, got.sharding) == (want.shape, want.dtype, want.sharding)
+    reference, step, how = program.restore_for_inference(gon_train.METHOD, config, workdir, mesh)
+
+    def traced_again(*args, **kwargs):
+        raise AssertionError("restore_for_inference traced the abstract state it was given")
+
+    monkeypatch.setattr(program, "abstract_state", traced_again)
+    state, step2, how2 = program.restore_for_inference(gon_train.METHOD, config, workdir, mesh, abstract=abstract)
+    assert (step2, how2) == (step, how)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(reference)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_predict_scores_do_not_depend_on_the_training_folder(trained):
